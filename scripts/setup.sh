@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# setup.sh installs everything migrate's build, tests and demo need on a Debian 12
+# host: Debian packages, CRIU >= 4.1 (built from Debian's newer source package when
+# the host's is too old or broken), and Go module downloads. Idempotent and quiet
+# when everything is present.
+set -euo pipefail
+
+CRIU=${CRIU:-/usr/local/sbin/criu}
+CACHE=${MIGRATE_CACHE:-/var/cache/migrate}
+CRIU_MIN=40100 # 4.1.0: first release with the vDSO fix for current kernels (CRIU #2532)
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+die() { printf 'setup: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "must run as root (containers, cgroups and CRIU need it): try 'sudo make test'"
+[ -r /etc/debian_version ] || die "this script supports Debian 12 (bookworm) hosts only; install the packages listed in scripts/setup.sh by hand"
+command -v go >/dev/null || [ -x /usr/local/go/bin/go ] || die "Go is missing: install Go >= 1.22 to /usr/local/go (https://go.dev/dl)"
+
+PKGS=(
+	# runtime, networking and test hosts
+	iptables nftables iproute2 procps psmisc util-linux kmod
+	# fixtures
+	busybox-static debootstrap
+	# build: cgo for seccomp, protobuf generation
+	gcc make pkgconf libseccomp-dev protobuf-compiler git ca-certificates
+	# reference runtimes for comparison tests and benchmarks
+	runc crun
+	# CRIU build dependencies (bookworm's versions are fine for CRIU 4.x)
+	dpkg-dev libprotobuf-c-dev protobuf-c-compiler libnl-3-dev libnet1-dev libcap-dev
+	libbsd-dev libgnutls28-dev libnftables-dev uuid-dev libprotobuf-dev python3
+)
+
+apt_updated=
+apt_update() {
+	[ -n "$apt_updated" ] && return
+	log "apt-get update"
+	apt-get update -qq >/dev/null
+	apt_updated=1
+}
+
+missing=()
+for p in "${PKGS[@]}"; do
+	[ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = installed ] || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	apt_update
+	log "installing ${missing[*]}"
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# criu_version prints the version of $1 as an integer (4.1.1 -> 40101), or 0.
+criu_version() {
+	local v
+	v=$("$1" --version 2>/dev/null | sed -n 's/^Version: *//p' | head -n1)
+	[ -n "$v" ] || { echo 0; return; }
+	IFS=. read -r a b c <<<"$v"
+	echo $((a * 10000 + ${b:-0} * 100 + ${c:-0}))
+}
+
+criu_ok() {
+	[ -x "$CRIU" ] && [ "$(criu_version "$CRIU")" -ge "$CRIU_MIN" ] && "$CRIU" check >/dev/null 2>&1
+}
+
+if ! criu_ok; then
+	log "CRIU >= 4.1 not found at $CRIU: building it from Debian's criu source package"
+	# Source entries only: they add no binary packages, and the pin keeps it that way
+	# should anyone add binary entries for these suites later.
+	cat >/etc/apt/sources.list.d/migrate-criu-src.sources <<'SRC'
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: trixie sid
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+	cat >/etc/apt/preferences.d/migrate-criu-src <<'PIN'
+Package: *
+Pin: release n=trixie
+Pin-Priority: -10
+
+Package: *
+Pin: release n=sid
+Pin-Priority: -10
+PIN
+	apt_updated=
+	apt_update
+	src="$CACHE/criu-src"
+	rm -rf "$src" && mkdir -p "$src"
+	# Only the upstream tarball is needed for 'make criu'; apt verifies its hash against
+	# the signed Sources index. Mirrors sometimes miss a suite's Debian delta, so a
+	# failed fetch of the other pieces is not fatal and the next suite is tried.
+	for suite in sid trixie; do
+		(cd "$src" && apt-get source --download-only -qq "criu/$suite" >/dev/null 2>&1) || true
+		ls "$src"/criu_*.orig.tar.* >/dev/null 2>&1 && break
+	done
+	orig=$(ls "$src"/criu_*.orig.tar.* 2>/dev/null | sort -V | tail -n1)
+	[ -n "$orig" ] || die "could not download Debian's criu source (is deb.debian.org reachable?)"
+	tar -C "$src" -xf "$orig"
+	dir=$(find "$src" -maxdepth 1 -mindepth 1 -type d -name 'criu-*' | head -n1)
+	[ -n "$dir" ] || die "criu source package unpacked nothing under $src"
+	log "building $(basename "$dir") (about a minute)"
+	make -C "$dir" -j"$(nproc)" criu >"$src/build.log" 2>&1 || die "CRIU build failed; see $src/build.log"
+	install -D -m 0755 "$dir/criu/criu" "$CRIU"
+	criu_ok || die "$CRIU built but 'criu check' fails: run '$CRIU check' to see why"
+	log "installed $("$CRIU" --version | head -n1) to $CRIU"
+fi
