@@ -35,13 +35,13 @@ type CreateOptions struct {
 
 // Env keys of the init re-exec; the child drops them before exec'ing the user's program.
 const (
-	envInit       = "_MIGRATE_INIT"
-	envNsenter    = "_MIGRATE_NSENTER"
-	envNsenterFd  = "_MIGRATE_NSENTER_FD"
+	envInit        = "_MIGRATE_INIT"
+	envNsenter     = "_MIGRATE_NSENTER"
+	envNsenterFd   = "_MIGRATE_NSENTER_FD"
 	envNsenterFork = "_MIGRATE_NSENTER_FORK"
-	syncFd        = 3
-	fifoFd        = 4
-	consoleFd     = 5
+	syncFd         = 3
+	fifoFd         = 4
+	consoleFd      = 5
 )
 
 var cloneFlags = map[specs.LinuxNamespaceType]uintptr{
@@ -70,7 +70,8 @@ func (r *Runtime) Create(id string, o CreateOptions) (_ *Container, retErr error
 	if s.Process.Terminal && o.ConsoleSocket == "" {
 		return nil, fmt.Errorf("create %s: process.terminal is set but no console socket was given", id)
 	}
-	cg, err := cgroups.New(cgroups.Config{ID: id, CgroupsPath: s.Linux.CgroupsPath, Resources: s.Linux.Resources})
+	res := effectiveResources(s)
+	cg, err := cgroups.New(cgroups.Config{ID: id, CgroupsPath: s.Linux.CgroupsPath, Resources: res})
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", id, err)
 	}
@@ -92,8 +93,15 @@ func (r *Runtime) Create(id string, o CreateOptions) (_ *Container, retErr error
 		}
 	}()
 
-	if err := unix.Mkfifo(filepath.Join(dir, fifoName), 0o600); err != nil {
+	if err := unix.Mkfifo(filepath.Join(dir, fifoName), 0o622); err != nil {
 		return nil, fmt.Errorf("create %s: exec fifo: %w", id, err)
+	}
+	// The init reopens the fifo through /proc/self/fd as the container's root,
+	// which in a user namespace is an unprivileged host uid.
+	if uid, gid := hostID(s.Linux.UIDMappings), hostID(s.Linux.GIDMappings); uid != 0 || gid != 0 {
+		if err := os.Chown(filepath.Join(dir, fifoName), uid, gid); err != nil {
+			return nil, fmt.Errorf("create %s: exec fifo: %w", id, err)
+		}
 	}
 	fifo, err := os.OpenFile(filepath.Join(dir, fifoName), unix.O_PATH|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -144,7 +152,7 @@ func (r *Runtime) Create(id string, o CreateOptions) (_ *Container, retErr error
 	}
 	p, err := startInit(initStart{
 		mode: "create", flags: flags, joins: joins, fork: forkPid, spec: s, extra: files,
-		stdin: o.Stdin, stdout: o.Stdout, stderr: o.Stderr, cg: cg, setResources: true,
+		stdin: o.Stdin, stdout: o.Stdout, stderr: o.Stderr, cg: cg, resources: res,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", id, err)
@@ -222,7 +230,7 @@ type initStart struct {
 	extra                 []*os.File // extra[0] is replaced by the sync socket
 	stdin, stdout, stderr *os.File
 	cg                    *cgroups.Manager
-	setResources          bool
+	resources             *specs.LinuxResources // set on the cgroup after Apply (create only)
 }
 
 type startedInit struct {
@@ -263,6 +271,9 @@ func startInit(a initStart) (*startedInit, error) {
 		cmd.SysProcAttr.UidMappings = idMap(a.spec.Linux.UIDMappings)
 		cmd.SysProcAttr.GidMappings = idMap(a.spec.Linux.GIDMappings)
 		cmd.SysProcAttr.GidMappingsEnableSetgroups = true
+		// Become the namespace's root before execve: an unmapped euid would
+		// exec without capabilities in the new namespace.
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: 0, Gid: 0}
 	}
 	if err := cmd.Start(); err != nil {
 		parent.Close()
@@ -279,11 +290,15 @@ func startInit(a initStart) (*startedInit, error) {
 		parent.Close()
 		return nil, err
 	}
-	if err := a.cg.Apply(cmd.Process.Pid); err != nil {
+	join := a.cg.Apply
+	if a.mode == "exec" {
+		join = a.cg.Join // the container's cgroup and device policy exist
+	}
+	if err := join(cmd.Process.Pid); err != nil {
 		return fail(fmt.Errorf("cgroup: %w", err))
 	}
-	if a.setResources && a.spec.Linux.Resources != nil {
-		if err := a.cg.Set(a.spec.Linux.Resources); err != nil {
+	if a.resources != nil {
+		if err := a.cg.Set(a.resources); err != nil {
 			return fail(fmt.Errorf("cgroup: %w", err))
 		}
 	}
@@ -313,6 +328,16 @@ func idMap(m []specs.LinuxIDMapping) []syscall.SysProcIDMap {
 		out[i] = syscall.SysProcIDMap{ContainerID: int(e.ContainerID), HostID: int(e.HostID), Size: int(e.Size)}
 	}
 	return out
+}
+
+// hostID is the host id that container id 0 maps to (0 without a mapping).
+func hostID(m []specs.LinuxIDMapping) int {
+	for _, e := range m {
+		if e.ContainerID == 0 {
+			return int(e.HostID)
+		}
+	}
+	return 0
 }
 
 func dialConsole(path string) (*os.File, error) {

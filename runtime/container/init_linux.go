@@ -35,8 +35,11 @@ func init() {
 func InitMain() {
 	sync := newSyncConn(os.NewFile(syncFd, "sync"))
 	err := runInit(sync)
-	// Only reached on failure.
-	_ = sync.send(message{Type: msgError, Message: err.Error()})
+	// Only reached on failure. After start the parent is gone: the
+	// container's stderr is the one place left to say why.
+	if sync.send(message{Type: msgError, Message: err.Error()}) != nil {
+		fmt.Fprintln(os.Stderr, "container init: "+err.Error())
+	}
 	os.Exit(1)
 }
 
@@ -54,7 +57,11 @@ func runInit(sync *syncConn) error {
 		return errors.New("init: bad config")
 	}
 	if mode == "exec" {
-		return execProcess(cfg, nil)
+		path, env, err := prepareProcess(cfg)
+		if err != nil {
+			return err
+		}
+		return execProcess(cfg, path, env, nil)
 	}
 	return initContainer(cfg, sync)
 }
@@ -123,6 +130,10 @@ func initContainer(cfg *initConfig, sync *syncConn) error {
 	if err := rootfs.Finalize(s); err != nil {
 		return err
 	}
+	path, env, err := prepareProcess(cfg)
+	if err != nil {
+		return err
+	}
 	if err := sync.send(message{Type: msgReady}); err != nil {
 		return err
 	}
@@ -136,7 +147,7 @@ func initContainer(cfg *initConfig, sync *syncConn) error {
 	}
 	fifo.Close()
 	state.Status = specs.StateCreated
-	return execProcess(cfg, func() error {
+	return execProcess(cfg, path, env, func() error {
 		return hooks.Run(hooks.StartContainer, hooks.Of(s.Hooks, hooks.StartContainer), state)
 	})
 }
@@ -146,29 +157,29 @@ func hasNSPath(s *specs.Spec, t specs.LinuxNamespaceType) bool {
 	return ok && p != ""
 }
 
-// execProcess applies the process settings and execs it. beforeUser runs
-// after the working directory is set, while still privileged.
-func execProcess(cfg *initConfig, beforeUser func() error) error {
+// prepareProcess does everything of the user process that can fail on bad
+// input while the parent still listens: console (exec), rlimits, oom score,
+// working directory and the program's path, which is resolved inside the
+// container's root. It returns the path and environment for execve.
+func prepareProcess(cfg *initConfig) (string, []string, error) {
 	p := cfg.Process
-	if cfg.Mode == "exec" {
-		if p.Terminal {
-			if _, err := unix.Setsid(); err != nil {
-				return fmt.Errorf("setsid: %w", err)
-			}
-			if _, err := setupConsole(os.NewFile(consoleFd, "console"), p.ConsoleSize); err != nil {
-				return err
-			}
+	if cfg.Mode == "exec" && p.Terminal {
+		if _, err := unix.Setsid(); err != nil {
+			return "", nil, fmt.Errorf("setsid: %w", err)
+		}
+		if _, err := setupConsole(os.NewFile(consoleFd, "console"), p.ConsoleSize); err != nil {
+			return "", nil, err
 		}
 	}
 	for _, r := range p.Rlimits {
 		lim := &unix.Rlimit{Cur: r.Soft, Max: r.Hard}
 		if err := unix.Setrlimit(spec.Rlimits[r.Type], lim); err != nil {
-			return fmt.Errorf("setrlimit %s: %w", r.Type, err)
+			return "", nil, fmt.Errorf("setrlimit %s: %w", r.Type, err)
 		}
 	}
 	if p.OOMScoreAdj != nil {
 		if err := os.WriteFile("/proc/self/oom_score_adj", []byte(strconv.Itoa(*p.OOMScoreAdj)), 0); err != nil {
-			return fmt.Errorf("oom_score_adj: %w", err)
+			return "", nil, fmt.Errorf("oom_score_adj: %w", err)
 		}
 	}
 	env := p.Env
@@ -179,19 +190,41 @@ func execProcess(cfg *initConfig, beforeUser func() error) error {
 		env = append(env, "HOME=/")
 	}
 	if err := unix.Chdir(p.Cwd); err != nil {
-		return fmt.Errorf("chdir %s: %w", p.Cwd, err)
+		return "", nil, fmt.Errorf("chdir %s: %w", p.Cwd, err)
 	}
 	// CVE-2024-21626: a leaked host directory fd used as cwd would leave the
 	// process outside its root; getcwd then reports "(unreachable)".
 	if wd, err := unix.Getwd(); err != nil || !strings.HasPrefix(wd, "/") {
-		return fmt.Errorf("working directory %q is outside the container root", wd)
+		return "", nil, fmt.Errorf("working directory %q is outside the container root", wd)
 	}
 	path, err := lookPath(p.Args[0], env)
 	if err != nil {
-		return err
+		return "", nil, err
 	}
+	return path, env, nil
+}
+
+// execProcess switches to the process's identity and execs it. beforeUser
+// runs first, while still privileged.
+func execProcess(cfg *initConfig, path string, env []string, beforeUser func() error) error {
+	p := cfg.Process
 	if beforeUser != nil {
 		if err := beforeUser(); err != nil {
+			return err
+		}
+	}
+	// CVE-2024-21626: nothing but stdio crosses into the user's program.
+	// Before seccomp, so the profile need not allow close_range.
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		return fmt.Errorf("close_range: %w", err)
+	}
+	// Installing a filter needs no_new_privs or CAP_SYS_ADMIN. Without
+	// no_new_privs the filter goes in while we still hold every capability
+	// (as runc does); with it, as late as possible so the filter sees
+	// fewer of our own syscalls.
+	sc := cfg.Spec.Linux.Seccomp
+	if sc != nil && !p.NoNewPrivileges {
+		if err := seccomp.Load(sc); err != nil {
 			return err
 		}
 	}
@@ -202,15 +235,11 @@ func execProcess(cfg *initConfig, beforeUser func() error) error {
 		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 			return fmt.Errorf("no_new_privs: %w", err)
 		}
-	}
-	if sc := cfg.Spec.Linux.Seccomp; sc != nil {
-		if err := seccomp.Load(sc); err != nil {
-			return err
+		if sc != nil {
+			if err := seccomp.Load(sc); err != nil {
+				return err
+			}
 		}
-	}
-	// CVE-2024-21626: nothing but stdio crosses into the user's program.
-	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
-		return fmt.Errorf("close_range: %w", err)
 	}
 	if err := unix.Exec(path, p.Args, env); err != nil {
 		return fmt.Errorf("exec %s: %w", p.Args[0], err)

@@ -100,12 +100,12 @@ func (r *Runtime) List() ([]*Container, error) {
 	return out, nil
 }
 
-func (c *Container) ID() string          { return c.st.ID }
-func (c *Container) Bundle() string      { return c.st.Bundle }
-func (c *Container) Rootfs() string      { return c.st.Rootfs }
-func (c *Container) Spec() *specs.Spec   { return c.st.Spec }
-func (c *Container) InitPid() int        { return c.st.InitPid }
-func (c *Container) Created() time.Time  { return c.st.Created }
+func (c *Container) ID() string               { return c.st.ID }
+func (c *Container) Bundle() string           { return c.st.Bundle }
+func (c *Container) Rootfs() string           { return c.st.Rootfs }
+func (c *Container) Spec() *specs.Spec        { return c.st.Spec }
+func (c *Container) InitPid() int             { return c.st.InitPid }
+func (c *Container) Created() time.Time       { return c.st.Created }
 func (c *Container) Cgroup() *cgroups.Manager { return c.cg }
 
 // Status computes the OCI status from the process and the cgroup freezer.

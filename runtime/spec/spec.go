@@ -55,6 +55,9 @@ func Parse(data []byte) (*specs.Spec, error) {
 			return nil, fmt.Errorf("malformed JSON at line %d column %d: field %q wants %s, got %s", line, col, te.Field, te.Type, te.Value)
 		case errors.Is(err, io.EOF):
 			return nil, errors.New("malformed JSON: empty file")
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			line, col := position(data, int64(len(data)))
+			return nil, fmt.Errorf("malformed JSON at line %d column %d: unexpected end of file", line, col)
 		}
 		return nil, fmt.Errorf("malformed JSON: %w", err)
 	}
