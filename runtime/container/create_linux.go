@@ -158,7 +158,7 @@ func (r *Runtime) Create(id string, o CreateOptions) (_ *Container, retErr error
 		return nil, fmt.Errorf("create %s: %w", id, err)
 	}
 	defer p.sync.f.Close()
-	c.init, c.forked = p.cmd, p.forked
+	c.init, c.child = p.cmd, true
 	c.st.InitPid = p.pid
 	if _, c.st.InitStartTime, err = procStat(p.pid); err != nil {
 		return nil, fmt.Errorf("create %s: init exited early: %w", id, err)

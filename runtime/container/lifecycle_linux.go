@@ -127,25 +127,21 @@ func (c *Container) killAll() error {
 func (c *Container) reap() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.init == nil {
+	if !c.child || c.st.InitPid <= 0 {
 		return
 	}
-	var ws unix.WaitStatus
-	pid := c.st.InitPid
-	if pid > 0 {
-		if n, _ := unix.Wait4(pid, &ws, unix.WNOHANG, nil); n == pid {
-			c.init = nil
-		}
+	if n, _ := unix.Wait4(c.st.InitPid, nil, unix.WNOHANG, nil); n == c.st.InitPid {
+		c.child = false
 	}
 }
 
 // Wait waits for the init to exit and returns its exit code (128+signal when
-// killed). Only a container created by this process can be waited for.
+// killed). Only a container whose init is our child can be waited for.
 func (c *Container) Wait() (int, error) {
 	c.mu.Lock()
-	cmd, forked := c.init, c.forked
+	child := c.child
 	c.mu.Unlock()
-	if cmd == nil {
+	if !child {
 		return -1, fmt.Errorf("wait %s: not a child of this process", c.ID())
 	}
 	var ws unix.WaitStatus
@@ -160,9 +156,8 @@ func (c *Container) Wait() (int, error) {
 		break
 	}
 	c.mu.Lock()
-	c.init = nil
+	c.child = false
 	c.mu.Unlock()
-	_ = forked
 	return exitCode(ws), nil
 }
 
@@ -176,14 +171,17 @@ func exitCode(ws unix.WaitStatus) int {
 // destroy undoes a failed create.
 func (c *Container) destroy() {
 	c.mu.Lock()
-	cmd := c.init
+	cmd, child := c.init, c.child
+	c.child = false
 	c.mu.Unlock()
 	if c.st.InitPid > 0 {
 		_ = unix.Kill(c.st.InitPid, unix.SIGKILL)
+		if child {
+			_, _ = unix.Wait4(c.st.InitPid, nil, 0, nil)
+		}
 	}
-	if cmd != nil {
+	if cmd != nil && cmd.ProcessState == nil {
 		_ = cmd.Process.Kill()
-		_, _ = unix.Wait4(c.st.InitPid, nil, 0, nil)
 		_ = cmd.Wait()
 	}
 	for i := 0; i < 100; i++ {

@@ -47,12 +47,12 @@ type Container struct {
 	cg  *cgroups.Manager
 
 	mu sync.Mutex
-	// init is set when this process created the container: the init (or, after
-	// an nsenter fork, its intermediate) is our child and we must reap it.
-	// guarded by mu
+	// child is set when the init is our child (we created or restored it
+	// here): we may wait for it and must reap it. guarded by mu
+	child bool
+	// init is the exec'd process when we created the container; after an
+	// nsenter fork it is the (already reaped) intermediate. guarded by mu
 	init *exec.Cmd
-	// forked: the init is a grandchild reparented to us as subreaper.
-	forked bool
 }
 
 // Get loads a container by id.

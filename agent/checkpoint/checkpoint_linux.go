@@ -1,0 +1,274 @@
+package checkpoint
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/migratehq/migrate/criu"
+	"github.com/migratehq/migrate/runtime/container"
+)
+
+// Checkpointer dumps and restores containers of one runtime.
+type Checkpointer struct {
+	Runtime *container.Runtime
+	CRIU    *criu.Client
+	// NetworkLock is CRIU's network locking backend (criu.NetworkLock*).
+	NetworkLock string
+}
+
+// Options are a checkpoint's choices.
+type Options struct {
+	ID           string // checkpoint id, recorded in the manifest
+	LeaveRunning bool
+	// Layer, when the container's root is an overlay, serialises its
+	// writable layer into the named file of the checkpoint directory.
+	Layer *Layer
+}
+
+// Layer is a layered root filesystem: a base with a content digest and the
+// function that writes the writable changes into a file.
+type Layer struct {
+	BaseDigest string
+	WriteDiff  func(path string) error
+}
+
+// Checkpoint dumps a running container into dir, which must not exist; dir
+// appears complete (manifest last, then renamed into place) or not at all.
+// If the dump fails the container keeps running: CRIU resumes it.
+func (cp *Checkpointer) Checkpoint(ctx context.Context, c *container.Container, dir string, o Options) (_ *Manifest, retErr error) {
+	id := c.ID()
+	st, err := c.State()
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint %s: %w", id, err)
+	}
+	if st.Status != specs.StateRunning && st.Status != "paused" {
+		return nil, fmt.Errorf("checkpoint %s: container is %s: %w", id, st.Status, container.ErrNotRunning)
+	}
+	s := c.Spec()
+	if s.Process.Terminal {
+		return nil, fmt.Errorf("checkpoint %s: %w: it has a terminal", id, ErrNotCheckable)
+	}
+	if _, err := os.Lstat(dir); err == nil {
+		return nil, fmt.Errorf("checkpoint %s: %s already exists", id, dir)
+	}
+	tmp := dir + ".partial"
+	if err := os.RemoveAll(tmp); err != nil {
+		return nil, err
+	}
+	images := filepath.Join(tmp, "images")
+	if err := os.MkdirAll(images, 0o700); err != nil {
+		return nil, fmt.Errorf("checkpoint %s: %w", id, err)
+	}
+	defer func() {
+		if retErr != nil {
+			os.RemoveAll(tmp)
+		}
+	}()
+	v, err := cp.CRIU.Version(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint %s: %w", id, err)
+	}
+	m := &Manifest{
+		FormatVersion: FormatVersion, ID: o.ID, ContainerID: id, Created: time.Now().UTC(), Spec: s,
+		Runtime:     RuntimeState{InitPid: c.InitPid(), CgroupPath: c.Cgroup().CgroupPath(), Bundle: c.Bundle(), Status: string(st.Status)},
+		CRIUVersion: v.String(), Kernel: kernel(), LeaveRunning: o.LeaveRunning,
+		Rootfs: Rootfs{Path: c.Rootfs()},
+	}
+	for fd := 0; fd < 3; fd++ {
+		link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", c.InitPid(), fd))
+		if err == nil && strings.HasPrefix(link, "pipe:") {
+			m.Stdio[fd] = link
+		}
+	}
+	opts := criu.DumpOptions{
+		ImagesDir: images, Pid: c.InitPid(), LeaveRunning: o.LeaveRunning,
+		TCPEstablished: true, ExtUnixSk: true, FileLocks: true,
+		ManageCgroups: true, CgroupMode: criu.CgroupModeSoft,
+		ExtMounts: bindMounts(s), NetworkLock: cp.NetworkLock,
+		FreezeCgroup: freezerPath(c),
+	}
+	start := time.Now()
+	if err := cp.CRIU.Dump(ctx, opts, criu.NoNotify{}); err != nil {
+		return nil, fmt.Errorf("checkpoint %s: %w", id, err)
+	}
+	m.Downtime = time.Since(start)
+	if o.Layer != nil {
+		m.Rootfs.BaseDigest = o.Layer.BaseDigest
+		m.Rootfs.Diff = "rootfs-diff.tar"
+		if err := o.Layer.WriteDiff(filepath.Join(tmp, m.Rootfs.Diff)); err != nil {
+			return nil, fmt.Errorf("checkpoint %s: rootfs diff: %w", id, err)
+		}
+	}
+	if m.Files, err = listFiles(tmp); err != nil {
+		return nil, fmt.Errorf("checkpoint %s: %w", id, err)
+	}
+	if err := writeManifest(tmp, m); err != nil {
+		return nil, fmt.Errorf("checkpoint %s: %w", id, err)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return nil, fmt.Errorf("checkpoint %s: %w", id, err)
+	}
+	return m, nil
+}
+
+// freezerPath lets CRIU freeze the whole cgroup at once (faster and atomic
+// against forks) instead of seizing tasks one by one.
+func freezerPath(c *container.Container) string {
+	if p := c.Cgroup().Path("freezer"); p != "" {
+		return p
+	}
+	return c.Cgroup().Path("")
+}
+
+// bindMounts marks every bind mount from the host as external: CRIU cannot
+// dump another filesystem's content, the restore binds it again.
+func bindMounts(s *specs.Spec) map[string]string {
+	ext := map[string]string{}
+	for _, mnt := range s.Mounts {
+		if isBind(mnt) {
+			ext[mnt.Destination] = mnt.Destination
+		}
+	}
+	return ext
+}
+
+func isBind(m specs.Mount) bool {
+	if m.Type == "bind" {
+		return true
+	}
+	for _, o := range m.Options {
+		if o == "bind" || o == "rbind" {
+			return true
+		}
+	}
+	return false
+}
+
+func kernel() string {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+// RestoreOptions are a restore's choices.
+type RestoreOptions struct {
+	// Rootfs is where the container's root is on this host; the checkpoint's
+	// recorded path when empty.
+	Rootfs string
+	Bundle string
+	// Stdio replaces the init's fds 0-2 that were pipes at dump time.
+	Stdio [3]*os.File
+}
+
+// Restore verifies the checkpoint in dir and restores it as container id.
+// The restored init is a child of the calling process. On failure nothing is
+// left: no cgroup, state, mount or process.
+func (cp *Checkpointer) Restore(ctx context.Context, dir, id string, o RestoreOptions) (_ *container.Container, retErr error) {
+	m, err := Verify(dir)
+	if err != nil {
+		return nil, fmt.Errorf("restore %s: %w", id, err)
+	}
+	if _, err := cp.Runtime.Get(id); err == nil {
+		return nil, fmt.Errorf("restore %s: %w", id, container.ErrExist)
+	}
+	rootfs := o.Rootfs
+	if rootfs == "" {
+		rootfs = m.Rootfs.Path
+	}
+	if st, err := os.Stat(rootfs); err != nil || !st.IsDir() {
+		return nil, fmt.Errorf("restore %s: rootfs %s is not a directory", id, rootfs)
+	}
+	bundle := o.Bundle
+	if bundle == "" {
+		bundle = m.Runtime.Bundle
+	}
+	x, err := cp.Runtime.PrepareRestore(id, container.RestoreOptions{Bundle: bundle, Rootfs: rootfs, Spec: m.Spec, Child: true})
+	if err != nil {
+		return nil, fmt.Errorf("restore %s: %w", id, err)
+	}
+	defer func() {
+		if retErr != nil {
+			x.Abort()
+		}
+	}()
+	// CRIU restores the mount namespace's root onto a mount point: a private
+	// bind of the rootfs, removed again once the container has its own copy.
+	// The work directory keeps CRIU's restore log beside the checkpoint (not
+	// inside it, so its file list stays verifiable).
+	work := dir + ".restore-" + id
+	if err := os.RemoveAll(work); err != nil {
+		return nil, err
+	}
+	root := filepath.Join(work, "root")
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return nil, fmt.Errorf("restore %s: %w", id, err)
+	}
+	defer os.Remove(root)
+	if err := unix.Mount(rootfs, root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return nil, fmt.Errorf("restore %s: bind rootfs: %w", id, err)
+	}
+	defer unix.Unmount(root, unix.MNT_DETACH)
+	if err := unix.Mount("", root, "", unix.MS_PRIVATE|unix.MS_REC, ""); err != nil {
+		return nil, fmt.Errorf("restore %s: rootfs propagation: %w", id, err)
+	}
+
+	ext := map[string]string{}
+	for _, mnt := range m.Spec.Mounts {
+		if isBind(mnt) {
+			src := mnt.Source
+			if !filepath.IsAbs(src) {
+				src = filepath.Join(bundle, src)
+			}
+			ext[mnt.Destination] = src
+		}
+	}
+	var inherit []criu.InheritFd
+	for fd, key := range m.Stdio {
+		if key != "" && o.Stdio[fd] != nil {
+			inherit = append(inherit, criu.InheritFd{Key: key, File: o.Stdio[fd]})
+		}
+	}
+	// The images of a checkpoint are read-only input; CRIU writes its log
+	// next to them only in the work directory.
+	opts := criu.RestoreOptions{
+		ImagesDir: filepath.Join(dir, "images"), WorkDir: work, Root: root,
+		InheritFds: inherit, ExtMounts: ext,
+		ManageCgroups: true, CgroupMode: criu.CgroupModeSoft,
+		CgroupRoots:    map[string]string{"": x.CgroupPath()},
+		TCPEstablished: true, ExtUnixSk: true, FileLocks: true, RstSibling: true,
+		NetworkLock: cp.NetworkLock,
+	}
+	pid, err := cp.CRIU.Restore(ctx, opts, criu.NoNotify{})
+	if err != nil {
+		return nil, fmt.Errorf("restore %s: %w", id, err)
+	}
+	c, err := x.Commit(pid)
+	if err != nil {
+		_ = unix.Kill(pid, unix.SIGKILL)
+		_, _ = unix.Wait4(pid, nil, 0, nil)
+		return nil, err
+	}
+	return c, nil
+}
+
+// Remove deletes a checkpoint directory and the restore logs beside it.
+func Remove(dir string) error {
+	if _, err := Read(dir); err != nil && !errors.Is(err, ErrNewerFormat) {
+		return err
+	}
+	logs, _ := filepath.Glob(dir + ".restore-*")
+	for _, l := range logs {
+		os.RemoveAll(l)
+	}
+	return os.RemoveAll(dir)
+}

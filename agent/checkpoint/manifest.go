@@ -1,0 +1,194 @@
+package checkpoint
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// FormatVersion is the manifest format this code writes and reads.
+const FormatVersion = 1
+
+// ManifestName is the manifest's file name inside a checkpoint directory.
+const ManifestName = "manifest.json"
+
+// Errors callers branch on.
+var (
+	ErrCorrupt      = errors.New("checkpoint is corrupt")
+	ErrNewerFormat  = errors.New("checkpoint format is newer than this agent")
+	ErrNotCheckable = errors.New("container cannot be checkpointed")
+)
+
+// File is one file of the checkpoint, relative to its directory.
+type File struct {
+	Path   string `json:"path"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// Rootfs describes the container's root filesystem in the checkpoint.
+type Rootfs struct {
+	// BaseDigest identifies the read-only base when the root is layered;
+	// Diff then names the file holding the writable changes.
+	BaseDigest string `json:"baseDigest,omitempty"`
+	Diff       string `json:"diff,omitempty"`
+	// Path is the host path the container's root was at when dumped.
+	Path string `json:"path"`
+}
+
+// RuntimeState is what the runtime knew of the container at dump time.
+type RuntimeState struct {
+	InitPid    int    `json:"initPid"`
+	CgroupPath string `json:"cgroupPath"`
+	Bundle     string `json:"bundle"`
+	Status     string `json:"status"`
+}
+
+// Manifest describes a checkpoint.
+type Manifest struct {
+	FormatVersion int          `json:"formatVersion"`
+	ID            string       `json:"id"`
+	ContainerID   string       `json:"containerId"`
+	Created       time.Time    `json:"created"`
+	Spec          *specs.Spec  `json:"spec"`
+	Runtime       RuntimeState `json:"runtime"`
+	CRIUVersion   string       `json:"criuVersion"`
+	Kernel        string       `json:"kernel"`
+	// Stdio names the external objects the init's fds 0-2 were ("pipe:[N]"),
+	// so a restore can hand in replacements; "" for an fd CRIU dumped itself.
+	Stdio        [3]string     `json:"stdio"`
+	LeaveRunning bool          `json:"leaveRunning"`
+	Downtime     time.Duration `json:"downtimeNs"`
+	Rootfs       Rootfs        `json:"rootfs"`
+	Files        []File        `json:"files"`
+}
+
+// hashFile returns the size and sha256 of path.
+func hashFile(path string) (int64, string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return 0, "", err
+	}
+	return n, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// listFiles records every regular file under dir except the manifest.
+func listFiles(dir string) ([]File, error) {
+	var out []File
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		if d.IsDir() || rel == ManifestName {
+			return nil
+		}
+		if !d.Type().IsRegular() {
+			return fmt.Errorf("%s: not a regular file", rel)
+		}
+		size, sum, err := hashFile(p)
+		if err != nil {
+			return err
+		}
+		out = append(out, File{Path: filepath.ToSlash(rel), Size: size, SHA256: sum})
+		return nil
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out, err
+}
+
+// Read parses dir's manifest without checking the files.
+func Read(dir string) (*Manifest, error) {
+	data, err := os.ReadFile(filepath.Join(dir, ManifestName))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%s: no %s: %w", dir, ManifestName, ErrCorrupt)
+		}
+		return nil, err
+	}
+	var m Manifest
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("%s: %w: manifest: %v", dir, ErrCorrupt, err)
+	}
+	if m.FormatVersion > FormatVersion {
+		return nil, fmt.Errorf("%s: format version %d, this agent reads up to %d: %w", dir, m.FormatVersion, FormatVersion, ErrNewerFormat)
+	}
+	if m.FormatVersion < 1 || m.Spec == nil || m.Spec.Linux == nil || m.Spec.Process == nil {
+		return nil, fmt.Errorf("%s: %w: manifest lacks version or spec", dir, ErrCorrupt)
+	}
+	return &m, nil
+}
+
+// Verify reads the manifest and checks that every listed file is present,
+// inside the directory, of the listed size and checksum, and that nothing
+// else is.
+func Verify(dir string) (*Manifest, error) {
+	m, err := Read(dir)
+	if err != nil {
+		return nil, err
+	}
+	listed := map[string]bool{}
+	for _, f := range m.Files {
+		clean := filepath.Clean(filepath.FromSlash(f.Path))
+		if filepath.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, ".."+string(filepath.Separator)) {
+			return nil, fmt.Errorf("%s: %w: file %q escapes the checkpoint", dir, ErrCorrupt, f.Path)
+		}
+		listed[filepath.ToSlash(clean)] = true
+		size, sum, err := hashFile(filepath.Join(dir, clean))
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("%s: %w: %s: %v", dir, ErrCorrupt, f.Path, err)
+		case size != f.Size:
+			return nil, fmt.Errorf("%s: %w: %s is %d bytes, manifest says %d (truncated?)", dir, ErrCorrupt, f.Path, size, f.Size)
+		case sum != f.SHA256:
+			return nil, fmt.Errorf("%s: %w: %s checksum mismatch", dir, ErrCorrupt, f.Path)
+		}
+	}
+	present, err := listFiles(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w: %v", dir, ErrCorrupt, err)
+	}
+	for _, f := range present {
+		if !listed[f.Path] {
+			return nil, fmt.Errorf("%s: %w: unlisted file %s", dir, ErrCorrupt, f.Path)
+		}
+	}
+	return m, nil
+}
+
+func writeManifest(dir string, m *Manifest) error {
+	data, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(filepath.Join(dir, ManifestName), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
