@@ -15,6 +15,7 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/migratehq/migrate/criu"
 	"github.com/migratehq/migrate/runtime/container"
@@ -26,6 +27,11 @@ func TestMain(m *testing.M) {
 	// The runtime re-executes this test binary as the container's init.
 	if container.IsInit() {
 		container.InitMain()
+	}
+	// Exec'd processes are forked into the container's pid namespace: as
+	// subreaper we inherit and can wait for them.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		panic(err)
 	}
 	os.Exit(m.Run())
 }
@@ -83,6 +89,7 @@ func (l *lines) first() int {
 
 type stdio struct {
 	files [3]*os.File // what the container gets
+	stdin *os.File    // the test's end of the container's stdin
 	out   *lines
 }
 
@@ -96,7 +103,7 @@ func newStdio(t *testing.T) *stdio {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &stdio{files: [3]*os.File{inR, outW, outW}, out: &lines{}}
+	s := &stdio{files: [3]*os.File{inR, outW, outW}, stdin: inW, out: &lines{}}
 	go s.out.read(outR)
 	t.Cleanup(func() { inW.Close(); inR.Close(); outW.Close(); outR.Close() })
 	return s

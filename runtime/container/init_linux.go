@@ -102,6 +102,11 @@ func initContainer(cfg *initConfig, sync *syncConn) error {
 	if err := hooks.Run(hooks.CreateContainer, hooks.Of(s.Hooks, hooks.CreateContainer), state); err != nil {
 		return err
 	}
+	if ok, path := spec.HasNamespace(s, specs.NetworkNamespace); ok && path == "" {
+		if err := loopbackUp(); err != nil {
+			return err
+		}
+	}
 	if s.Hostname != "" {
 		if err := unix.Sethostname([]byte(s.Hostname)); err != nil {
 			return fmt.Errorf("sethostname: %w", err)

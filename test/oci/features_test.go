@@ -67,8 +67,9 @@ func TestHostnameAndNamespaces(t *testing.T) {
 	out := inside(t, func(s *specs.Spec) {
 		s.Hostname = "box1"
 		s.Domainname = "example.org"
-	}, `hostname; cat /proc/sys/kernel/domainname; echo self=$$; ls /sys/class/net | tr '\n' ' '; echo; cat /proc/self/cgroup | head -n 3`)
-	wantLines(t, out, "box1\n", "example.org\n", "self=1\n", "lo \n")
+	}, `hostname; cat /proc/sys/kernel/domainname; echo self=$$; ls /sys/class/net | tr '\n' ' '; echo; echo lo-up=$(( $(cat /sys/class/net/lo/flags) & 1 )); cat /proc/self/cgroup | head -n 3`)
+	// lo is up (IFF_UP), as runc leaves it.
+	wantLines(t, out, "box1\n", "example.org\n", "self=1\n", "lo \n", "lo-up=1")
 	host, _ := os.Hostname()
 	if host == "box1" {
 		t.Fatal("hostname leaked to the host")
