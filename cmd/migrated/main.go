@@ -38,6 +38,11 @@ func main() {
 	}
 	root.AddCommand(newOCICommand())
 	root.AddCommand(subcommands...)
+	// A bare `migrated` runs the agent, as a systemd unit or a person expects.
+	daemon := newDaemonCommand()
+	root.Flags().AddFlagSet(daemon.Flags())
+	root.Args = daemon.Args
+	root.RunE = daemon.RunE
 	if err := root.Execute(); err != nil {
 		var ee *exitError
 		if errors.As(err, &ee) {

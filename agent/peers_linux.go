@@ -1,0 +1,120 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/migratehq/migrate/agent/config"
+	"github.com/migratehq/migrate/agent/pki"
+	migratev1 "github.com/migratehq/migrate/api/migrate/v1"
+)
+
+// peers holds client connections to the configured peers.
+type peers struct {
+	cfg *config.Config
+
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn // guarded by mu
+}
+
+func newPeers(cfg *config.Config) *peers {
+	return &peers{cfg: cfg, conns: map[string]*grpc.ClientConn{}}
+}
+
+func (p *peers) files() pki.Files {
+	return pki.Files{CA: p.cfg.TLS.CA, Cert: p.cfg.TLS.Cert, Key: p.cfg.TLS.Key}
+}
+
+// client returns a Peer client for name; the TLS config makes the connection fail
+// unless the server's certificate is of our CA and names exactly that peer.
+func (p *peers) client(name string) (migratev1.PeerClient, error) {
+	addr, ok := p.cfg.Peers[name]
+	if !ok {
+		return nil, fmt.Errorf("peer %q: %w", name, ErrNotFound)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.conns[name]; ok {
+		return migratev1.NewPeerClient(c), nil
+	}
+	tc, err := pki.ClientConfig(p.files(), name)
+	if err != nil {
+		return nil, fmt.Errorf("peer %s: %w", name, err)
+	}
+	c, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+	if err != nil {
+		return nil, fmt.Errorf("peer %s: %w", name, err)
+	}
+	p.conns[name] = c
+	return migratev1.NewPeerClient(c), nil
+}
+
+func (p *peers) statuses(ctx context.Context) []*migratev1.NodeStatus {
+	names := make([]string, 0, len(p.cfg.Peers))
+	for n := range p.cfg.Peers {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	out := make([]*migratev1.NodeStatus, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i] = p.status(ctx, name)
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func (p *peers) status(ctx context.Context, name string) *migratev1.NodeStatus {
+	ns := &migratev1.NodeStatus{Name: name, Address: p.cfg.Peers[name]}
+	c, err := p.client(name)
+	if err != nil {
+		ns.Error = err.Error()
+		return ns
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	t0 := time.Now()
+	if _, err := c.Ping(ctx, &migratev1.PingRequest{From: p.cfg.Node, SentAt: timestamppb.Now()}); err != nil {
+		ns.Error = peerError(err)
+		return ns
+	}
+	ns.RttMicros = time.Since(t0).Microseconds()
+	r, err := c.NodeInfo(ctx, &migratev1.PeerNodeInfoRequest{})
+	if err != nil {
+		ns.Error = peerError(err)
+		return ns
+	}
+	ns.Reachable, ns.Info = true, r.Node
+	return ns
+}
+
+// peerError makes gRPC's connection errors readable: the TLS reason is what matters.
+func peerError(err error) string {
+	msg := cleanMessage(err)
+	for _, cut := range []string{"connection error: desc = ", "transport: authentication handshake failed: "} {
+		if i := strings.Index(msg, cut); i >= 0 {
+			msg = msg[i+len(cut):]
+		}
+	}
+	return strings.Trim(msg, `"`)
+}
+
+func (p *peers) close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+}

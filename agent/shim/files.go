@@ -1,0 +1,89 @@
+package shim
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// File names in a container directory.
+const (
+	MetaFile   = "meta.json"
+	StateFile  = "shim.json"
+	ExitFile   = "exit.json"
+	SocketFile = "shim.sock"
+	LogFile    = "shim.log"
+)
+
+// Meta is what the agent records about a container before its shim exists.
+type Meta struct {
+	ID      string    `json:"id"`
+	Bundle  string    `json:"bundle"`
+	Created time.Time `json:"created"`
+}
+
+// State is what a shim records about itself once the container is created.
+type State struct {
+	ID            string    `json:"id"`
+	Bundle        string    `json:"bundle"`
+	ShimPid       int       `json:"shimPid"`
+	ShimStartTime uint64    `json:"shimStartTime"` // /proc/<pid>/stat field 22
+	InitPid       int       `json:"initPid"`
+	Cgroups       []string  `json:"cgroups"` // the shim's own cgroup directories
+	StdoutPipe    uint64    `json:"stdoutPipeInode"`
+	StderrPipe    uint64    `json:"stderrPipeInode"`
+	StartedAt     time.Time `json:"startedAt,omitzero"`
+}
+
+// Exit is the recorded exit of a container's init.
+type Exit struct {
+	Code int       `json:"code"`
+	At   time.Time `json:"at"`
+}
+
+// WriteJSON writes v to dir/name atomically: temp file, fsync, rename, fsync dir.
+func WriteJSON(dir, name string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, "."+name+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(f.Name(), filepath.Join(dir, name)); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// ReadJSON reads dir/name into v; errors wrap os.ErrNotExist when it is missing.
+func ReadJSON(dir, name string, v any) error {
+	b, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%s: %w", filepath.Join(dir, name), err)
+	}
+	return nil
+}

@@ -1,0 +1,378 @@
+package shim
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/migratehq/migrate/agent/logs"
+	"github.com/migratehq/migrate/agent/peercred"
+	shimv1 "github.com/migratehq/migrate/api/shim/v1"
+	"github.com/migratehq/migrate/runtime/container"
+)
+
+// readyFd is the fd the shim reports its start-up result on (Spawn's ExtraFiles[0]).
+const readyFd = 3
+
+// Options are the shim's command-line parameters.
+type Options struct {
+	ID          string
+	Bundle      string
+	Dir         string // container directory
+	RuntimeRoot string
+	LogMaxBytes int64
+	LogMaxFiles int
+}
+
+// readyMsg is written on the ready pipe.
+type readyMsg struct {
+	OK    bool       `json:"ok,omitempty"`
+	Code  codes.Code `json:"code,omitempty"`
+	Error string     `json:"error,omitempty"`
+}
+
+// Main runs the shim until its container is deleted. It returns an error only for
+// failures before the container exists; those are also reported on the ready pipe.
+func Main(o Options) error {
+	ready := os.NewFile(readyFd, "ready")
+	// Our children must not inherit the ready pipe, which Spawn reads to EOF, nor
+	// anything else we inherited.
+	CloexecInherited()
+	s, err := start(o)
+	if err != nil {
+		msg := readyMsg{Code: codeOf(err), Error: err.Error()}
+		b, _ := json.Marshal(msg)
+		ready.Write(append(b, '\n'))
+		ready.Close()
+		return err
+	}
+	b, _ := json.Marshal(readyMsg{OK: true})
+	ready.Write(append(b, '\n'))
+	ready.Close()
+	return s.run()
+}
+
+// server is a running shim.
+type server struct {
+	shimv1.UnimplementedShimServer
+
+	o    Options
+	c    *container.Container
+	log  *logs.Writer
+	lis  net.Listener
+	grpc *grpc.Server
+
+	copies sync.WaitGroup // stdout/stderr copiers
+	exited chan struct{}  // closed once exit is set
+	exit   Exit           // written before exited is closed
+	done   chan struct{}  // closed by Delete: the shim exits
+
+	mu    sync.Mutex
+	state State // guarded by mu
+}
+
+var _ shimv1.ShimServer = (*server)(nil)
+
+func start(o Options) (_ *server, retErr error) {
+	if err := container.ValidateID(o.ID); err != nil {
+		return nil, err
+	}
+	// Signals a terminal or session would send must not end the shim: the container's
+	// stdio and exit status depend on it.
+	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGPIPE)
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return nil, fmt.Errorf("shim %s: set child subreaper: %w", o.ID, err)
+	}
+	cgs, err := joinOwnCgroup(o.ID + "-" + strconv.Itoa(os.Getpid()))
+	defer func() {
+		if retErr != nil {
+			leaveOwnCgroup(cgs)
+		}
+	}()
+	if err != nil {
+		return nil, fmt.Errorf("shim %s: %w", o.ID, err)
+	}
+	startTime, err := procStartTime(os.Getpid())
+	if err != nil {
+		return nil, fmt.Errorf("shim %s: %w", o.ID, err)
+	}
+	lw, err := logs.NewWriter(o.Dir, o.LogMaxBytes, o.LogMaxFiles)
+	if err != nil {
+		return nil, fmt.Errorf("shim %s: %w", o.ID, err)
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	rt, err := container.New(o.RuntimeRoot)
+	if err != nil {
+		return nil, fmt.Errorf("shim %s: %w", o.ID, err)
+	}
+	c, err := rt.Create(o.ID, container.CreateOptions{Bundle: o.Bundle, Stdout: outW, Stderr: errW})
+	// Only the container holds the write ends now: EOF on the read ends means every
+	// process of the container has closed its stdio.
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		lw.Close(true)
+		return nil, err
+	}
+	s := &server{o: o, c: c, log: lw, exited: make(chan struct{}), done: make(chan struct{})}
+	defer func() {
+		if retErr != nil {
+			_ = c.Signal(unix.SIGKILL, true)
+			_, _ = c.Wait()
+			_ = c.Delete(true)
+		}
+	}()
+	s.state = State{
+		ID: o.ID, Bundle: c.Bundle(), ShimPid: os.Getpid(), ShimStartTime: startTime,
+		InitPid: c.InitPid(), Cgroups: cgs, StdoutPipe: inode(outR), StderrPipe: inode(errR),
+	}
+	for _, p := range []struct {
+		name string
+		r    *os.File
+	}{{logs.Stdout, outR}, {logs.Stderr, errR}} {
+		s.copies.Add(1)
+		go func() {
+			defer s.copies.Done()
+			defer p.r.Close()
+			_ = lw.Copy(p.name, p.r) // a write error leaves the rest of the output unlogged
+		}()
+	}
+	go s.wait()
+
+	sock := filepath.Join(o.Dir, SocketFile)
+	lis, err := peercred.Listen(sock)
+	if err != nil {
+		return nil, fmt.Errorf("shim %s: %w", o.ID, err)
+	}
+	s.lis = lis
+	s.grpc = grpc.NewServer(peercred.ServerOptions()...)
+	shimv1.RegisterShimServer(s.grpc, s)
+	if err := WriteJSON(o.Dir, StateFile, s.state); err != nil {
+		lis.Close()
+		return nil, fmt.Errorf("shim %s: write state: %w", o.ID, err)
+	}
+	return s, nil
+}
+
+// run serves until Delete, then exits the gRPC server after the reply went out.
+func (s *server) run() error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.grpc.Serve(s.lis) }()
+	select {
+	case <-s.done:
+		// Let Delete's reply reach the agent, then stop.
+		t := time.AfterFunc(5*time.Second, s.grpc.Stop)
+		s.grpc.GracefulStop()
+		t.Stop()
+		os.Remove(filepath.Join(s.o.Dir, SocketFile))
+		return nil
+	case err := <-errc:
+		return fmt.Errorf("shim %s: serve: %w", s.o.ID, err)
+	}
+}
+
+// wait reaps the init, records its exit, and closes the log once the container's
+// stdio has drained.
+func (s *server) wait() {
+	code, err := s.c.Wait()
+	if err != nil {
+		code = -1 // not our child any more: nothing to report but that it is gone
+	}
+	s.exit = Exit{Code: code, At: time.Now().UTC()}
+	_ = WriteJSON(s.o.Dir, ExitFile, s.exit) // the in-memory copy still serves State
+	close(s.exited)
+	// Processes that escaped the container's pid namespace could keep the pipes open;
+	// do not hold the log open for them forever.
+	drained := make(chan struct{})
+	go func() { s.copies.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(2 * time.Second):
+	}
+	s.log.Close(true)
+}
+
+func (s *server) State(context.Context, *shimv1.StateRequest) (*shimv1.StateResponse, error) {
+	s.mu.Lock()
+	st := s.state
+	s.mu.Unlock()
+	r := &shimv1.StateResponse{Id: st.ID, Bundle: st.Bundle, ShimPid: int32(st.ShimPid)}
+	if !st.StartedAt.IsZero() {
+		r.StartedAt = timestamp(st.StartedAt)
+	}
+	exited := func() {
+		r.Status, r.Pid = "stopped", 0
+		r.Exited, r.ExitCode, r.ExitedAt = true, int32(s.exit.Code), timestamp(s.exit.At)
+	}
+	select {
+	case <-s.exited:
+		exited()
+		return r, nil
+	default:
+	}
+	ost, err := s.c.State()
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	r.Status, r.Pid = string(ost.Status), int32(ost.Pid)
+	if ost.Status == "stopped" {
+		// The init is dead but wait() may not have reaped it yet: never report
+		// "stopped" without its exit code.
+		select {
+		case <-s.exited:
+			exited()
+		case <-time.After(2 * time.Second):
+		}
+	}
+	return r, nil
+}
+
+func (s *server) Start(context.Context, *shimv1.StartRequest) (*shimv1.StartResponse, error) {
+	if err := s.c.Start(); err != nil {
+		return nil, toStatus(err)
+	}
+	s.mu.Lock()
+	s.state.StartedAt = time.Now().UTC()
+	st := s.state
+	s.mu.Unlock()
+	if err := WriteJSON(s.o.Dir, StateFile, st); err != nil {
+		return nil, status.Errorf(codes.Internal, "start %s: record start: %v", s.o.ID, err)
+	}
+	return &shimv1.StartResponse{Pid: int32(s.c.InitPid())}, nil
+}
+
+func (s *server) Kill(_ context.Context, r *shimv1.KillRequest) (*shimv1.KillResponse, error) {
+	select {
+	case <-s.exited:
+		return nil, status.Errorf(codes.FailedPrecondition, "kill %s: %v", s.o.ID, container.ErrNotRunning)
+	default:
+	}
+	sig := unix.Signal(r.Signal)
+	if sig == 0 {
+		sig = unix.SIGKILL
+	}
+	if err := s.c.Signal(sig, r.All); err != nil {
+		return nil, toStatus(err)
+	}
+	return &shimv1.KillResponse{}, nil
+}
+
+func (s *server) Wait(ctx context.Context, _ *shimv1.WaitRequest) (*shimv1.WaitResponse, error) {
+	select {
+	case <-s.exited:
+		return &shimv1.WaitResponse{ExitCode: int32(s.exit.Code), ExitedAt: timestamp(s.exit.At)}, nil
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+}
+
+func (s *server) Delete(ctx context.Context, r *shimv1.DeleteRequest) (*shimv1.DeleteResponse, error) {
+	select {
+	case <-s.exited:
+	default:
+		ost, err := s.c.State()
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		if ost.Status != "created" && !r.Force {
+			return nil, status.Errorf(codes.FailedPrecondition, "delete %s: container is %s: stop it first or use --force", s.o.ID, ost.Status)
+		}
+		// Kill here and let wait() reap, so the exit status is recorded and the
+		// runtime's Delete finds nothing left to reap.
+		_ = s.c.Signal(unix.SIGKILL, true)
+		_ = s.c.Signal(unix.SIGKILL, false)
+		select {
+		case <-s.exited:
+		case <-time.After(10 * time.Second):
+			return nil, status.Errorf(codes.DeadlineExceeded, "delete %s: init still alive 10s after SIGKILL", s.o.ID)
+		case <-ctx.Done():
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+	}
+	if err := s.c.Delete(true); err != nil {
+		return nil, toStatus(err)
+	}
+	s.log.Close(true)
+	// run() stops the server: GracefulStop lets this reply go out first.
+	select {
+	case <-s.done:
+	default:
+		close(s.done)
+	}
+	return &shimv1.DeleteResponse{}, nil
+}
+
+// toStatus maps runtime errors to gRPC status errors for the agent.
+func toStatus(err error) error {
+	return status.Error(codeOf(err), err.Error())
+}
+
+func codeOf(err error) codes.Code {
+	switch {
+	case errors.Is(err, container.ErrNotExist):
+		return codes.NotFound
+	case errors.Is(err, container.ErrExist):
+		return codes.AlreadyExists
+	case errors.Is(err, container.ErrInvalidID):
+		return codes.InvalidArgument
+	case errors.Is(err, container.ErrNotRunning), errors.Is(err, container.ErrInvalidState):
+		return codes.FailedPrecondition
+	case errors.Is(err, os.ErrNotExist):
+		return codes.InvalidArgument // a missing bundle or config.json
+	}
+	return codes.Unknown
+}
+
+func inode(f *os.File) uint64 {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return 0
+	}
+	return st.Ino
+}
+
+// procStartTime returns field 22 of /proc/<pid>/stat (start time in clock ticks),
+// which with the pid identifies a process across pid reuse.
+func procStartTime(pid int) (uint64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// The command name may contain spaces and parentheses: split after the last ')'.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	return strconv.ParseUint(f[19], 10, 64)
+}
+
+// ProcStartTime is procStartTime for the agent, which checks a shim's identity.
+func ProcStartTime(pid int) (uint64, error) { return procStartTime(pid) }

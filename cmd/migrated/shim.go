@@ -1,0 +1,37 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/migratehq/migrate/agent/shim"
+)
+
+func init() { subcommands = append(subcommands, newShimCommand()) }
+
+// newShimCommand is the per-container shim the agent starts; not for people.
+func newShimCommand() *cobra.Command {
+	var o shim.Options
+	cmd := &cobra.Command{
+		Use:    "shim",
+		Short:  "per-container shim (started by the agent)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if err := requireRoot(); err != nil {
+				return err
+			}
+			return shim.Main(o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.ID, "id", "", "container id")
+	f.StringVar(&o.Bundle, "bundle", "", "OCI bundle directory")
+	f.StringVar(&o.Dir, "dir", "", "container directory (state, socket, logs)")
+	f.StringVar(&o.RuntimeRoot, "runtime-root", "", "OCI runtime state root")
+	f.Int64Var(&o.LogMaxBytes, "log-max-bytes", 10<<20, "rotate the container log at this size")
+	f.IntVar(&o.LogMaxFiles, "log-max-files", 3, "log files kept")
+	for _, n := range []string{"id", "bundle", "dir", "runtime-root"} {
+		_ = cmd.MarkFlagRequired(n)
+	}
+	return cmd
+}
