@@ -92,9 +92,23 @@ func Apply(c *specs.LinuxCapabilities) error {
 	if err := capability.ResetAmbient(); err != nil {
 		return fmt.Errorf("clear ambient capabilities: %w", err)
 	}
+	// The kernel only raises an ambient capability that is permitted and
+	// inheritable; others are skipped, as runc does (its default spec lists
+	// ambient capabilities without an inheritable set).
+	raisable := map[capability.Cap]bool{}
+	for _, c := range inh {
+		raisable[c] = true
+	}
+	allowed := map[capability.Cap]bool{}
+	for _, c := range perm {
+		allowed[c] = raisable[c]
+	}
 	for _, a := range amb {
+		if !allowed[a] {
+			continue
+		}
 		if err := capability.SetAmbient(true, a); err != nil {
-			return fmt.Errorf("raise ambient capability %s (must be permitted and inheritable): %w", Name(a), err)
+			return fmt.Errorf("raise ambient capability %s: %w", Name(a), err)
 		}
 	}
 	return nil

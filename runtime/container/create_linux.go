@@ -93,7 +93,12 @@ func (r *Runtime) Create(id string, o CreateOptions) (_ *Container, retErr error
 		}
 	}()
 
+	// 0622 despite the umask: the init opens it for writing after switching
+	// to the process's user.
 	if err := unix.Mkfifo(filepath.Join(dir, fifoName), 0o622); err != nil {
+		return nil, fmt.Errorf("create %s: exec fifo: %w", id, err)
+	}
+	if err := os.Chmod(filepath.Join(dir, fifoName), 0o622); err != nil {
 		return nil, fmt.Errorf("create %s: exec fifo: %w", id, err)
 	}
 	// The init reopens the fifo through /proc/self/fd as the container's root,
@@ -214,6 +219,11 @@ func validateForCreate(s *specs.Spec) error {
 		if err := seccomp.Validate(s.Linux.Seccomp); err != nil {
 			return err
 		}
+	}
+	// Refused rather than ignored: running unconfined when a profile was
+	// asked for would be a silent security downgrade.
+	if s.Process.ApparmorProfile != "" {
+		return fmt.Errorf("%w: process.apparmorProfile %q: AppArmor profiles are not supported", spec.ErrInvalid, s.Process.ApparmorProfile)
 	}
 	if s.Process.Terminal && s.Process.ConsoleSize != nil && (s.Process.ConsoleSize.Height == 0 || s.Process.ConsoleSize.Width == 0) {
 		return fmt.Errorf("%w: consoleSize must be non-zero", spec.ErrInvalid)

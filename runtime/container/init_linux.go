@@ -35,9 +35,10 @@ func init() {
 func InitMain() {
 	sync := newSyncConn(os.NewFile(syncFd, "sync"))
 	err := runInit(sync)
-	// Only reached on failure. After start the parent is gone: the
-	// container's stderr is the one place left to say why.
-	if sync.send(message{Type: msgError, Message: err.Error()}) != nil {
+	// Only reached on failure. Once ready was sent nobody reads the sync
+	// channel: the container's stderr is the one place left to say why.
+	var late *afterReady
+	if errors.As(err, &late) || sync.send(message{Type: msgError, Message: err.Error()}) != nil {
 		fmt.Fprintln(os.Stderr, "container init: "+err.Error())
 	}
 	os.Exit(1)
@@ -61,7 +62,10 @@ func runInit(sync *syncConn) error {
 		if err != nil {
 			return err
 		}
-		return execProcess(cfg, path, env, nil)
+		if err := finalizeProcess(cfg); err != nil {
+			return err
+		}
+		return execve(path, cfg.Process, env)
 	}
 	return initContainer(cfg, sync)
 }
@@ -139,10 +143,27 @@ func initContainer(cfg *initConfig, sync *syncConn) error {
 	if err != nil {
 		return err
 	}
+	if err := finalizeProcess(cfg); err != nil {
+		return err
+	}
 	if err := sync.send(message{Type: msgReady}); err != nil {
 		return err
 	}
-	// Block until `start` opens the fifo for reading.
+	if err := waitStart(s, state); err != nil {
+		return &afterReady{err}
+	}
+	return &afterReady{execve(path, cfg.Process, env)}
+}
+
+// afterReady marks an init failure after the parent stopped listening.
+type afterReady struct{ err error }
+
+func (e *afterReady) Error() string { return e.err.Error() }
+func (e *afterReady) Unwrap() error { return e.err }
+
+// waitStart blocks until `start` opens the exec fifo for reading, then runs
+// the startContainer hooks (in the container, as its process).
+func waitStart(s *specs.Spec, state *specs.State) error {
 	fifo, err := os.OpenFile("/proc/self/fd/"+strconv.Itoa(fifoFd), os.O_WRONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("open exec fifo: %w", err)
@@ -152,9 +173,7 @@ func initContainer(cfg *initConfig, sync *syncConn) error {
 	}
 	fifo.Close()
 	state.Status = specs.StateCreated
-	return execProcess(cfg, path, env, func() error {
-		return hooks.Run(hooks.StartContainer, hooks.Of(s.Hooks, hooks.StartContainer), state)
-	})
+	return hooks.Run(hooks.StartContainer, hooks.Of(s.Hooks, hooks.StartContainer), state)
 }
 
 func hasNSPath(s *specs.Spec, t specs.LinuxNamespaceType) bool {
@@ -209,15 +228,11 @@ func prepareProcess(cfg *initConfig) (string, []string, error) {
 	return path, env, nil
 }
 
-// execProcess switches to the process's identity and execs it. beforeUser
-// runs first, while still privileged.
-func execProcess(cfg *initConfig, path string, env []string, beforeUser func() error) error {
+// finalizeProcess takes on the process's identity: nothing but stdio left
+// to inherit, seccomp, user and groups, capabilities, no_new_privs. It runs
+// before the init reports ready, so a failure here fails create, as with runc.
+func finalizeProcess(cfg *initConfig) error {
 	p := cfg.Process
-	if beforeUser != nil {
-		if err := beforeUser(); err != nil {
-			return err
-		}
-	}
 	// CVE-2024-21626: nothing but stdio crosses into the user's program.
 	// Before seccomp, so the profile need not allow close_range.
 	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
@@ -225,8 +240,8 @@ func execProcess(cfg *initConfig, path string, env []string, beforeUser func() e
 	}
 	// Installing a filter needs no_new_privs or CAP_SYS_ADMIN. Without
 	// no_new_privs the filter goes in while we still hold every capability
-	// (as runc does); with it, as late as possible so the filter sees
-	// fewer of our own syscalls.
+	// (as runc does); with it, after the user switch so the profile need not
+	// allow setuid and capset.
 	sc := cfg.Spec.Linux.Seccomp
 	if sc != nil && !p.NoNewPrivileges {
 		if err := seccomp.Load(sc); err != nil {
@@ -235,6 +250,12 @@ func execProcess(cfg *initConfig, path string, env []string, beforeUser func() e
 	}
 	if err := setUser(p); err != nil {
 		return err
+	}
+	// A uid change made us non-dumpable, which hands /proc/self/fd to root:
+	// the create init could no longer reopen its exec fifo. execve resets
+	// this from the program's own file anyway.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("set dumpable: %w", err)
 	}
 	if p.NoNewPrivileges {
 		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
@@ -246,6 +267,10 @@ func execProcess(cfg *initConfig, path string, env []string, beforeUser func() e
 			}
 		}
 	}
+	return nil
+}
+
+func execve(path string, p *specs.Process, env []string) error {
 	if err := unix.Exec(path, p.Args, env); err != nil {
 		return fmt.Errorf("exec %s: %w", p.Args[0], err)
 	}

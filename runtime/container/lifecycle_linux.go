@@ -47,6 +47,14 @@ func (c *Container) Start() error {
 			}
 			f = r.f
 		case <-time.After(20 * time.Millisecond):
+			// A short-lived program may have run and exited already: only
+			// an init that died with the fifo still unopened failed.
+			select {
+			case r := <-ch:
+				ch <- r
+				continue
+			default:
+			}
 			if !alive(c.st.InitPid, c.st.InitStartTime) {
 				// Unblock the opener so the goroutine does not leak.
 				if w, err := os.OpenFile(fifo, os.O_WRONLY|unix.O_NONBLOCK, 0); err == nil {

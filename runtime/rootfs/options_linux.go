@@ -195,10 +195,18 @@ func parseMountOptions(mountType string, options []string) (*mountOptions, error
 	if mountType == "bind" {
 		o.flags |= unix.MS_BIND
 	}
-	if o.isBind() && len(o.data) > 0 {
-		// The kernel ignores data for MS_BIND: a typo such as "nosiud" would
+	if o.isBind() {
+		// The kernel ignores data for MS_BIND. key=value options (mode=,
+		// uid=...) are dropped as runc passes them on to be ignored; a bare
+		// unknown word is refused, since a typo such as "nosiud" would
 		// silently leave the bind mount without the protection asked for.
-		return nil, &optionError{o.data[0], fmt.Errorf("%w: not a known flag, and a bind mount takes no filesystem options", ErrInvalidMount)}
+		kept := o.data[:0]
+		for _, d := range o.data {
+			if !strings.Contains(d, "=") {
+				return nil, &optionError{d, fmt.Errorf("%w: not a known flag, and a bind mount takes no filesystem options", ErrInvalidMount)}
+			}
+		}
+		o.data = kept
 	}
 	return o, nil
 }

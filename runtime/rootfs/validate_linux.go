@@ -148,9 +148,6 @@ func validateDevices(devs []specs.LinuxDevice) error {
 		if d.Major < 0 || d.Minor < 0 || d.Major > 0xfff || d.Minor > 0xfffff {
 			return fmt.Errorf("device %q: %w: major/minor %d:%d out of range", d.Path, ErrInvalidDevice, d.Major, d.Minor)
 		}
-		if d.Type == "p" && (d.Major != 0 || d.Minor != 0) {
-			return fmt.Errorf("device %q: %w: a fifo has no major/minor", d.Path, ErrInvalidDevice)
-		}
 		// fileMode may carry the S_IFCHR-style type bits some generators
 		// write; they are ignored, the type comes from "type".
 		if d.FileMode != nil && uint32(*d.FileMode)&^(unix.S_IFMT|0o777) != 0 {
