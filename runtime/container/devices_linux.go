@@ -32,7 +32,14 @@ func effectiveResources(s *specs.Spec) *specs.LinuxResources {
 	}
 	r.Devices = append(append([]specs.LinuxDeviceCgroup(nil), r.Devices...), defaultDeviceRules...)
 	for _, d := range s.Linux.Devices {
-		r.Devices = append(r.Devices, specs.LinuxDeviceCgroup{Allow: true, Type: d.Type, Major: i64(d.Major), Minor: i64(d.Minor), Access: "rwm"})
+		typ := d.Type
+		switch typ {
+		case "p":
+			continue // a fifo is not a device to the cgroup
+		case "u":
+			typ = "c" // unbuffered character device
+		}
+		r.Devices = append(r.Devices, specs.LinuxDeviceCgroup{Allow: true, Type: typ, Major: i64(d.Major), Minor: i64(d.Minor), Access: "rwm"})
 	}
 	return &r
 }

@@ -38,32 +38,28 @@ func (c *Container) Start() error {
 		f, err := os.OpenFile(fifo, os.O_RDONLY, 0)
 		ch <- result{f, err}
 	}()
-	var f *os.File
-	for f == nil {
+	var r result
+	for waiting := true; waiting; {
 		select {
-		case r := <-ch:
-			if r.err != nil {
-				return fmt.Errorf("start %s: exec fifo: %w", c.ID(), r.err)
-			}
-			f = r.f
+		case r = <-ch:
+			waiting = false
 		case <-time.After(20 * time.Millisecond):
-			// A short-lived program may have run and exited already: only
-			// an init that died with the fifo still unopened failed.
-			select {
-			case r := <-ch:
-				ch <- r
+			if alive(c.st.InitPid, c.st.InitStartTime) {
 				continue
-			default:
 			}
-			if !alive(c.st.InitPid, c.st.InitStartTime) {
-				// Unblock the opener so the goroutine does not leak.
-				if w, err := os.OpenFile(fifo, os.O_WRONLY|unix.O_NONBLOCK, 0); err == nil {
-					w.Close()
-				}
-				return fmt.Errorf("start %s: init exited before start: %w", c.ID(), ErrNotRunning)
+			// The init is gone: either it never reached the fifo, or it
+			// wrote its byte and the program already ran and exited. Open the
+			// write end ourselves so our open returns either way; the byte in
+			// the fifo then tells which.
+			if w, err := os.OpenFile(fifo, os.O_WRONLY|unix.O_NONBLOCK, 0); err == nil {
+				w.Close()
 			}
 		}
 	}
+	if r.err != nil {
+		return fmt.Errorf("start %s: exec fifo: %w", c.ID(), r.err)
+	}
+	f := r.f
 	data, err := io.ReadAll(f)
 	f.Close()
 	if err != nil {
