@@ -14,7 +14,7 @@ die() { printf 'setup: %s\n' "$*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "must run as root (containers, cgroups and CRIU need it): try 'sudo make test'"
 [ -r /etc/debian_version ] || die "this script supports Debian 12 (bookworm) hosts only; install the packages listed in scripts/setup.sh by hand"
-command -v go >/dev/null || [ -x /usr/local/go/bin/go ] || die "Go is missing: install Go >= 1.22 to /usr/local/go (https://go.dev/dl)"
+command -v go >/dev/null || [ -x /usr/local/go/bin/go ] || die "Go is missing: install Go >= 1.26 to /usr/local/go (https://go.dev/dl)"
 
 PKGS=(
 	# runtime, networking and test hosts
@@ -103,3 +103,8 @@ PIN
 	criu_ok || die "$CRIU built but 'criu check' fails: run '$CRIU check' to see why"
 	log "installed $("$CRIU" --version | head -n1) to $CRIU"
 fi
+
+# Go modules, so later builds and tests need no network. Quick and silent when cached;
+# stderr is kept so a failure says which module could not be fetched.
+GO=$(command -v go || echo /usr/local/go/bin/go)
+(cd "$(dirname "$0")/.." && "$GO" mod download) || die "go mod download failed: is the Go module proxy reachable?"
