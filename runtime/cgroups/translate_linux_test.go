@@ -60,7 +60,9 @@ func fullSpec() *specs.LinuxResources {
 	return &specs.LinuxResources{
 		Memory: &specs.LinuxMemory{
 			Limit: i64(64 << 20), Reservation: i64(32 << 20), Swap: i64(128 << 20),
-			Kernel: i64(1 << 20), Swappiness: u64(10), DisableOOMKiller: boolp(true),
+			//lint:ignore SA1019 deprecated; the test checks it is ignored
+			Kernel:     i64(1 << 20),
+			Swappiness: u64(10), DisableOOMKiller: boolp(true),
 		},
 		CPU: &specs.LinuxCPU{
 			Shares: u64(512), Quota: i64(50000), Period: u64(100000), Burst: u64(10000),

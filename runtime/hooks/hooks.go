@@ -31,7 +31,8 @@ func Of(h *specs.Hooks, k Kind) []specs.Hook {
 	}
 	switch k {
 	case Prestart:
-		return h.Prestart //nolint:staticcheck // deprecated, still honoured
+		//lint:ignore SA1019 deprecated in the spec, still honoured as runc does
+		return h.Prestart
 	case CreateRuntime:
 		return h.CreateRuntime
 	case CreateContainer:

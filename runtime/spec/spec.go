@@ -197,7 +197,7 @@ func allHooks(h *specs.Hooks) []specs.Hook {
 		return nil
 	}
 	var all []specs.Hook
-	//nolint:staticcheck // Prestart is deprecated but still honoured.
+	//lint:ignore SA1019 Prestart is deprecated in the spec but still honoured
 	for _, l := range [][]specs.Hook{h.Prestart, h.CreateRuntime, h.CreateContainer, h.StartContainer, h.Poststart, h.Poststop} {
 		all = append(all, l...)
 	}
