@@ -56,7 +56,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		}
 		o.Exe = exe
 	}
-	for _, d := range []string{cfg.DataDir, cfg.ContainersDir(), cfg.RuntimeDir()} {
+	for _, d := range []string{cfg.DataDir, cfg.ContainersDir(), cfg.RuntimeDir(), cfg.CheckpointsDir()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return fmt.Errorf("data directory: %w", err)
 		}
@@ -88,6 +88,13 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	s := newService(ctx, cfg, o, p)
 	if err := s.recover(ctx); err != nil {
 		return err
+	}
+	s.removeStaleImports()
+	// Probe CRIU once: shims get its network lock backend for checkpoints.
+	if ci := s.node.get(ctx).GetCriu(); ci.GetError() != "" {
+		o.Logger.Warn("CRIU unavailable: checkpoint and restore will fail", "err", ci.GetError())
+	} else {
+		o.Logger.Info("CRIU", "version", ci.GetVersion(), "networkLock", ci.GetNetworkLock())
 	}
 
 	ctl, err := peercred.Listen(cfg.ControlSocket)

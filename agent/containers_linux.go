@@ -180,6 +180,7 @@ func (s *Service) Create(ctx context.Context, r *migratev1.CreateRequest) (*migr
 	cmd, err := shim.Spawn(shim.SpawnOptions{Exe: s.exe, Options: shim.Options{
 		ID: r.Id, Bundle: bundle, Dir: e.dir, RuntimeRoot: s.cfg.RuntimeDir(),
 		LogMaxBytes: s.cfg.Logs.MaxFileBytes, LogMaxFiles: s.cfg.Logs.MaxFiles,
+		NetworkLock: s.node.networkLock(ctx), CRIUVersion: s.node.criuVersion(ctx),
 	}})
 	if err != nil {
 		return fail(fmt.Errorf("create %s: %w", r.Id, err))
@@ -459,6 +460,7 @@ func (s *Service) describe(ctx context.Context, e *entry) (*migratev1.Container,
 		if err == nil {
 			c.Status = statusOf(r.Status)
 			c.Pid = r.Pid
+			c.Checkpoint = r.Checkpoint
 			if r.StartedAt != nil {
 				c.StartedAt = r.StartedAt
 			}
@@ -472,6 +474,9 @@ func (s *Service) describe(ctx context.Context, e *entry) (*migratev1.Container,
 	var ex shim.Exit
 	if rerr := shim.ReadJSON(e.dir, shim.ExitFile, &ex); rerr == nil {
 		c.Status, c.ExitCode, c.ExitedAt = migratev1.ContainerStatus_CONTAINER_STATUS_STOPPED, int32(ex.Code), timestamppb.New(ex.At)
+		if ex.Checkpoint != "" {
+			c.Status, c.Checkpoint = migratev1.ContainerStatus_CONTAINER_STATUS_CHECKPOINTED, ex.Checkpoint
+		}
 		return c, nil
 	}
 	if _, serr := os.Stat(e.dir); errors.Is(serr, os.ErrNotExist) {
@@ -491,6 +496,8 @@ func statusOf(s string) migratev1.ContainerStatus {
 		return migratev1.ContainerStatus_CONTAINER_STATUS_PAUSED
 	case "stopped":
 		return migratev1.ContainerStatus_CONTAINER_STATUS_STOPPED
+	case "checkpointed":
+		return migratev1.ContainerStatus_CONTAINER_STATUS_CHECKPOINTED
 	}
 	return migratev1.ContainerStatus_CONTAINER_STATUS_UNKNOWN
 }

@@ -8,8 +8,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/migratehq/migrate/agent/checkpoint"
 	"github.com/migratehq/migrate/agent/ops"
 	"github.com/migratehq/migrate/agent/pki"
+	"github.com/migratehq/migrate/criu"
 	"github.com/migratehq/migrate/runtime/container"
 )
 
@@ -43,9 +45,10 @@ func codeOf(err error) codes.Code {
 		return codes.NotFound
 	case errors.Is(err, ErrExists), errors.Is(err, container.ErrExist):
 		return codes.AlreadyExists
-	case errors.Is(err, ErrInvalid), errors.Is(err, container.ErrInvalidID):
+	case errors.Is(err, ErrInvalid), errors.Is(err, container.ErrInvalidID), errors.Is(err, checkpoint.ErrCorrupt):
 		return codes.InvalidArgument
-	case errors.Is(err, ErrInvalidState), errors.Is(err, container.ErrNotRunning), errors.Is(err, container.ErrInvalidState):
+	case errors.Is(err, ErrInvalidState), errors.Is(err, container.ErrNotRunning), errors.Is(err, container.ErrInvalidState),
+		errors.Is(err, checkpoint.ErrNewerFormat), errors.Is(err, checkpoint.ErrNotCheckable), errors.Is(err, criu.ErrNotFound):
 		return codes.FailedPrecondition
 	case errors.Is(err, ErrUnavailable):
 		return codes.Unavailable

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/migratehq/migrate/agent/checkpoint"
 	"github.com/migratehq/migrate/runtime/container"
 )
 
@@ -22,6 +23,9 @@ func TestToStatus(t *testing.T) {
 		{fmt.Errorf("create: %w: bad", ErrInvalid), codes.InvalidArgument, "create: invalid argument: bad"},
 		{fmt.Errorf("stop c: %w", shimErr), codes.FailedPrecondition, "stop c: delete c: container is running"},
 		{fmt.Errorf("x: %w", ErrUnavailable), codes.Unavailable, "x: unavailable"},
+		{fmt.Errorf("restore c: %w: x", checkpoint.ErrCorrupt), codes.InvalidArgument, "restore c: checkpoint is corrupt: x"},
+		{fmt.Errorf("restore c: %w", checkpoint.ErrNewerFormat), codes.FailedPrecondition, "restore c: checkpoint format is newer than this agent"},
+		{fmt.Errorf("checkpoint c: %w", checkpoint.ErrNotCheckable), codes.FailedPrecondition, "checkpoint c: container cannot be checkpointed"},
 		{fmt.Errorf("plain"), codes.Unknown, "plain"},
 	} {
 		st, _ := status.FromError(toStatus(tc.err))

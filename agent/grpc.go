@@ -93,6 +93,29 @@ func (a *controlAPI) Events(r *migratev1.EventsRequest, ss migratev1.Control_Eve
 	return toStatus(a.s.Events(ss.Context(), r, ss.Send))
 }
 
+func (a *controlAPI) Checkpoint(r *migratev1.CheckpointRequest, ss migratev1.Control_CheckpointServer) error {
+	return toStatus(a.s.Checkpoint(ss.Context(), r, ss.Send))
+}
+
+func (a *controlAPI) Restore(r *migratev1.RestoreRequest, ss migratev1.Control_RestoreServer) error {
+	return toStatus(a.s.Restore(ss.Context(), r, ss.Send))
+}
+
+func (a *controlAPI) ListCheckpoints(ctx context.Context, r *migratev1.ListCheckpointsRequest) (*migratev1.ListCheckpointsResponse, error) {
+	res, err := a.s.ListCheckpoints(ctx, r)
+	return res, toStatus(err)
+}
+
+func (a *controlAPI) InspectCheckpoint(ctx context.Context, r *migratev1.InspectCheckpointRequest) (*migratev1.InspectCheckpointResponse, error) {
+	res, err := a.s.InspectCheckpoint(ctx, r)
+	return res, toStatus(err)
+}
+
+func (a *controlAPI) DeleteCheckpoint(ctx context.Context, r *migratev1.DeleteCheckpointRequest) (*migratev1.DeleteCheckpointResponse, error) {
+	res, err := a.s.DeleteCheckpoint(ctx, r)
+	return res, toStatus(err)
+}
+
 // peerAPI serves other agents.
 type peerAPI struct {
 	migratev1.UnimplementedPeerServer

@@ -2,10 +2,8 @@ package agent
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"os"
-	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
@@ -13,15 +11,12 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/migratehq/migrate/agent/config"
 	migratev1 "github.com/migratehq/migrate/api/migrate/v1"
+	"github.com/migratehq/migrate/criu"
 )
-
-// criuFeatures are the `criu check --feature` names migrate's later work depends on:
-// iterative pre-dump, lazy pages, restoring into existing pid namespaces, nftables
-// network locking.
-var criuFeatures = []string{"mem_dirty_track", "uffd-noncoop", "pidfd_store", "network_lock_nftables", "timens", "cgroupns", "clone3_set_tid"}
 
 // nodeInfo caches what does not change while the agent runs.
 type nodeInfo struct {
@@ -30,7 +25,7 @@ type nodeInfo struct {
 	once   sync.Once
 	kernel string
 	cgroup string
-	criu   *migratev1.CriuInfo
+	criu   *migratev1.CriuInfo // NetworkLock is what shims get for checkpoints
 }
 
 func newNodeInfo(cfg *config.Config) *nodeInfo { return &nodeInfo{cfg: cfg} }
@@ -42,9 +37,22 @@ func (n *nodeInfo) get(ctx context.Context) *migratev1.NodeInfo {
 			n.kernel = unix.ByteSliceToString(u.Release[:])
 		}
 		n.cgroup = CgroupMode()
-		n.criu = probeCRIU(context.WithoutCancel(ctx))
+		n.criu = probeCRIU(context.WithoutCancel(ctx), &criu.Client{})
 	})
-	return &migratev1.NodeInfo{Name: n.cfg.Node, Kernel: n.kernel, CgroupMode: n.cgroup, Criu: n.criu, Capacity: n.capacity()}
+	return &migratev1.NodeInfo{Name: n.cfg.Node, Kernel: n.kernel, CgroupMode: n.cgroup, Criu: proto.CloneOf(n.criu), Capacity: n.capacity()}
+}
+
+// criuVersion is CRIU's version on this node, "" when unknown: shims record it
+// in checkpoints without asking CRIU again.
+func (n *nodeInfo) criuVersion(ctx context.Context) string {
+	n.get(ctx)
+	return n.criu.GetVersion()
+}
+
+// networkLock is CRIU's network lock backend on this node, "" when unknown.
+func (n *nodeInfo) networkLock(ctx context.Context) string {
+	n.get(ctx)
+	return n.criu.GetNetworkLock()
 }
 
 // CgroupMode reports "v2" (unified), "hybrid" (v1 controllers plus a v2 hierarchy) or
@@ -90,45 +98,42 @@ func (n *nodeInfo) capacity() *migratev1.Capacity {
 	return c
 }
 
-// criuPaths are tried in order; setup.sh installs a current CRIU to the first.
-var criuPaths = []string{"/usr/local/sbin/criu", "criu"}
-
-func probeCRIU(ctx context.Context) *migratev1.CriuInfo {
-	info := &migratev1.CriuInfo{Features: map[string]bool{}}
-	for _, p := range criuPaths {
-		if lp, err := exec.LookPath(p); err == nil {
-			info.Path = lp
-			break
-		}
-	}
-	if info.Path == "" {
-		info.Error = "criu not found"
-		return info
-	}
+// probeCRIU asks CRIU for its version and features (criu.Client.Version and
+// Features). A missing or broken CRIU is reported in the result, not as an error:
+// the node still runs containers, only checkpoints need CRIU.
+func probeCRIU(ctx context.Context, c *criu.Client) *migratev1.CriuInfo {
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, info.Path, "--version").Output()
+	info := &migratev1.CriuInfo{Path: c.Path, Features: map[string]bool{}}
+	if info.Path == "" {
+		info.Path = criu.DefaultPath
+	}
+	v, err := c.Version(ctx)
 	if err != nil {
-		info.Error = "criu --version: " + err.Error()
+		info.Error = oneLine(err)
 		return info
 	}
-	for _, l := range bytes.Split(out, []byte("\n")) {
-		if v, ok := bytes.CutPrefix(l, []byte("Version:")); ok {
-			info.Version = strings.TrimSpace(string(v))
-		}
+	info.Version = v.Raw
+	if info.Version == "" {
+		info.Version = v.String()
 	}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, f := range criuFeatures {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := exec.CommandContext(ctx, info.Path, "check", "--feature", f).Run()
-			mu.Lock()
-			info.Features[f] = err == nil
-			mu.Unlock()
-		}()
+	f, err := c.Features(ctx)
+	if err != nil {
+		info.Error = oneLine(err)
+		return info
 	}
-	wg.Wait()
+	info.NetworkLock = f.NetworkLock
+	for name, ok := range map[string]bool{
+		"lazy_pages": f.LazyPages, "mem_track": f.MemTrack, "pidfd_store": f.PidfdStore,
+		"network_lock_nftables": f.NFTablesLock, "userfaultfd": f.Userfaultfd, "timens": f.TimeNS,
+	} {
+		info.Features[name] = ok
+	}
 	return info
+}
+
+// oneLine keeps the first line of a (CRIU) error, which may quote its log below.
+func oneLine(err error) string {
+	s, _, _ := strings.Cut(err.Error(), "\n")
+	return s
 }

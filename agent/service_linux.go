@@ -30,6 +30,9 @@ type Service struct {
 
 	mu         sync.Mutex
 	containers map[string]*entry // guarded by mu
+
+	ckptMu   sync.Mutex
+	ckptBusy map[string]int // guarded by ckptMu; checkpoint name -> operations using it
 }
 
 func newService(bg context.Context, cfg *config.Config, o Options, p *peers) *Service {
@@ -38,6 +41,7 @@ func newService(bg context.Context, cfg *config.Config, o Options, p *peers) *Se
 		ops: ops.NewRegistry(), events: newEvents(), peers: p, bg: bg,
 		node:       newNodeInfo(cfg),
 		containers: map[string]*entry{},
+		ckptBusy:   map[string]int{},
 	}
 }
 
@@ -64,8 +68,13 @@ func (s *Service) watch(ctx context.Context, op *ops.Op, send func(*migratev1.Op
 			// Progress events show the operation as still running, even if replayed late.
 			ev.Operation.State = migratev1.OperationState_OPERATION_STATE_RUNNING
 			ev.Operation.EndedAt, ev.Operation.Error = nil, ""
-		} else if c, ok := snap.Result.(*migratev1.Container); ok {
-			ev.Container = c
+		} else {
+			switch res := snap.Result.(type) {
+			case *migratev1.Container:
+				ev.Container = res
+			case *migratev1.Checkpoint:
+				ev.Checkpoint = res
+			}
 		}
 		return send(ev)
 	})
@@ -88,6 +97,7 @@ func opProto(s ops.Snapshot) *migratev1.Operation {
 	}
 	if s.Err != nil {
 		o.Error = cleanMessage(s.Err)
+		o.ErrorCode = int32(codeOf(s.Err))
 	}
 	return o
 }

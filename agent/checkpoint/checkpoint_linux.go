@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -22,6 +23,26 @@ type Checkpointer struct {
 	CRIU    *criu.Client
 	// NetworkLock is CRIU's network locking backend (criu.NetworkLock*).
 	NetworkLock string
+
+	// Version is CRIU's version when the caller knows it (the agent probes
+	// once); zero means ask CRIU. Each CRIU call re-probes the kernel
+	// (hundreds of ms where /run is not tmpfs), so it is asked at most once.
+	Version criu.Version
+
+	versionOnce sync.Once
+	version     criu.Version
+	versionErr  error
+}
+
+func (cp *Checkpointer) criuVersion(ctx context.Context) (criu.Version, error) {
+	cp.versionOnce.Do(func() {
+		if cp.Version.Major > 0 {
+			cp.version = cp.Version
+			return
+		}
+		cp.version, cp.versionErr = cp.CRIU.Version(ctx)
+	})
+	return cp.version, cp.versionErr
 }
 
 // Options are a checkpoint's choices.
@@ -31,6 +52,13 @@ type Options struct {
 	// Layer, when the container's root is an overlay, serialises its
 	// writable layer into the named file of the checkpoint directory.
 	Layer *Layer
+	// Files, when set, is called after a successful dump with a function that
+	// copies the file src into the checkpoint at dst, a path relative to the
+	// checkpoint directory. The copies are in the manifest's file list like
+	// CRIU's images. It runs after the dump so the caller can first collect
+	// what the dumped processes wrote (their logs), and can hold its own locks
+	// while it copies.
+	Files func(copy func(dst, src string) error) error
 }
 
 // Layer is a layered root filesystem: a base with a content digest and the
@@ -72,7 +100,7 @@ func (cp *Checkpointer) Checkpoint(ctx context.Context, c *container.Container, 
 			os.RemoveAll(tmp)
 		}
 	}()
-	v, err := cp.CRIU.Version(ctx)
+	v, err := cp.criuVersion(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint %s: %w", id, err)
 	}
@@ -105,6 +133,11 @@ func (cp *Checkpointer) Checkpoint(ctx context.Context, c *container.Container, 
 		m.Rootfs.Diff = "rootfs-diff.tar"
 		if err := o.Layer.WriteDiff(filepath.Join(tmp, m.Rootfs.Diff)); err != nil {
 			return nil, fmt.Errorf("checkpoint %s: rootfs diff: %w", id, err)
+		}
+	}
+	if o.Files != nil {
+		if err := o.Files(func(dst, src string) error { return copyInto(tmp, dst, src) }); err != nil {
+			return nil, fmt.Errorf("checkpoint %s: extra files: %w", id, err)
 		}
 	}
 	if m.Files, err = listFiles(tmp); err != nil {

@@ -224,5 +224,8 @@ func (c *Config) HasTLS() bool { return c.TLS.CA != "" && c.TLS.Cert != "" && c.
 // ContainersDir holds one directory per container (shim socket, state, logs).
 func (c *Config) ContainersDir() string { return filepath.Join(c.DataDir, "containers") }
 
+// CheckpointsDir holds one directory per checkpoint (manifest, CRIU images, logs).
+func (c *Config) CheckpointsDir() string { return filepath.Join(c.DataDir, "checkpoints") }
+
 // RuntimeDir is the OCI runtime's state root.
 func (c *Config) RuntimeDir() string { return filepath.Join(c.DataDir, "runtime") }

@@ -167,3 +167,23 @@ func (w *Writer) Close(final bool) error {
 	}
 	return err
 }
+
+// Hold runs fn while no entry is written and no file rotated, so fn sees the log
+// files in a consistent state (a checkpoint copies them).
+func (w *Writer) Hold(fn func() error) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return fn()
+}
+
+// Files returns the names of the log files present in dir, oldest first
+// (container.log.N ... container.log.1, container.log); not the EOF marker.
+func Files(dir string) []string {
+	var out []string
+	for _, p := range files(dir, maxRotated) {
+		if st, err := os.Lstat(p); err == nil && st.Mode().IsRegular() {
+			out = append(out, filepath.Base(p))
+		}
+	}
+	return out
+}

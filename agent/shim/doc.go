@@ -30,7 +30,25 @@
 //	  dial shim.sock
 //
 // Stdio and checkpoint/restore: the container's stdout/stderr are pipes whose read
-// ends only the shim holds; shim.json records their inodes so that a dump can declare
-// them external (criu --external pipe:[inode]) and a restore can hand the shim's new
-// pipes in with --inherit-fd, keeping the log going across checkpoint, restore and move.
+// ends only the shim holds; its stdin is a pipe whose write end the shim closes at once
+// (EOF, like /dev/null, but dumpable). A checkpoint's manifest records the pipes'
+// identities, so a restore can hand the new shim's pipes in with --inherit-fd, keeping
+// the log going across checkpoint, restore and move.
+//
+// Checkpoint (Shim.Checkpoint) is done by the shim because it is the init's parent:
+//
+//	agent                    shim                              CRIU
+//	  Checkpoint(dir) ────▶  mark checkpoint in progress
+//	                         Checkpointer.Checkpoint ───────▶  freeze, dump, kill tree
+//	                         wait(): init reaped, waits for
+//	                           the dump's outcome
+//	                         drain pipes, copy logs, manifest
+//	                         exit.json {checkpoint: id}
+//	  ◀──── downtime, bytes  State: "checkpointed"
+//
+// Restore: `migrated shim --restore DIR` replaces runtime Create in the start-up
+// protocol above: it copies DIR/logs into the container directory, then restores with
+// CRIU in restore-sibling mode, so the restored init is the shim's child. The ready
+// report carries the restore's error (code and message) when it fails; the shim then
+// leaves nothing behind and exits.
 package shim

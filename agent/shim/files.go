@@ -34,6 +34,7 @@ type State struct {
 	Cgroups       []string  `json:"cgroups"` // the shim's own cgroup directories
 	StdoutPipe    uint64    `json:"stdoutPipeInode"`
 	StderrPipe    uint64    `json:"stderrPipeInode"`
+	StdinPipe     uint64    `json:"stdinPipeInode,omitempty"`
 	StartedAt     time.Time `json:"startedAt,omitzero"`
 }
 
@@ -41,6 +42,9 @@ type State struct {
 type Exit struct {
 	Code int       `json:"code"`
 	At   time.Time `json:"at"`
+	// Checkpoint is set when the init ended because a checkpoint without
+	// leave-running dumped it: the container's state lives there.
+	Checkpoint string `json:"checkpoint,omitempty"`
 }
 
 // WriteJSON writes v to dir/name atomically: temp file, fsync, rename, fsync dir.

@@ -3,6 +3,7 @@ package shim
 import (
 	"errors"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -50,5 +51,13 @@ func TestArgs(t *testing.T) {
 		if got[i] != want[i] {
 			t.Fatalf("Args() = %v, want %v", got, want)
 		}
+	}
+}
+
+func TestArgsRestore(t *testing.T) {
+	o := Options{ID: "c1", Bundle: "/b", Dir: "/d", RuntimeRoot: "/r", LogMaxBytes: 100, LogMaxFiles: 2, Restore: "/ck", NetworkLock: "nftables"}
+	got := strings.Join(o.Args(), " ")
+	if !strings.HasSuffix(got, " --network-lock nftables --restore /ck") {
+		t.Fatalf("Args() = %s", got)
 	}
 }

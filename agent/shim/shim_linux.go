@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -20,9 +21,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/migratehq/migrate/agent/checkpoint"
 	"github.com/migratehq/migrate/agent/logs"
 	"github.com/migratehq/migrate/agent/peercred"
 	shimv1 "github.com/migratehq/migrate/api/shim/v1"
+	"github.com/migratehq/migrate/criu"
 	"github.com/migratehq/migrate/runtime/container"
 )
 
@@ -37,6 +40,14 @@ type Options struct {
 	RuntimeRoot string
 	LogMaxBytes int64
 	LogMaxFiles int
+	// Restore, when set, is a checkpoint directory: the shim restores the container
+	// from it (running at once) instead of creating it from the bundle.
+	Restore string
+	// NetworkLock is CRIU's network lock backend for checkpoints and restores
+	// (criu.NetworkLock*), as the agent probed it; "" lets CRIU choose.
+	NetworkLock string
+	// CRIUVersion is CRIU's version as the agent probed it ("" to ask CRIU).
+	CRIUVersion string
 }
 
 // readyMsg is written on the ready pipe.
@@ -72,18 +83,23 @@ type server struct {
 	shimv1.UnimplementedShimServer
 
 	o    Options
+	rt   *container.Runtime
 	c    *container.Container
 	log  *logs.Writer
 	lis  net.Listener
 	grpc *grpc.Server
 
-	copies sync.WaitGroup // stdout/stderr copiers
-	exited chan struct{}  // closed once exit is set
-	exit   Exit           // written before exited is closed
-	done   chan struct{}  // closed by Delete: the shim exits
+	copies  sync.WaitGroup // stdout/stderr copiers
+	drained chan struct{}  // closed once both copiers reached EOF
+	exited  chan struct{}  // closed once exit is set
+	exit    Exit           // written before exited is closed
+	done    chan struct{}  // closed by Delete: the shim exits
+
+	ckptBusy atomic.Bool // one checkpoint at a time
 
 	mu    sync.Mutex
-	state State // guarded by mu
+	state State    // guarded by mu
+	ckpt  *ckptRun // guarded by mu; the checkpoint that may end the init
 }
 
 var _ shimv1.ShimServer = (*server)(nil)
@@ -111,10 +127,24 @@ func start(o Options) (_ *server, retErr error) {
 	if err != nil {
 		return nil, fmt.Errorf("shim %s: %w", o.ID, err)
 	}
+	if o.Restore != "" {
+		// The log goes on from where the checkpoint left it.
+		if err := restoreLogs(o.Restore, o.Dir, o.LogMaxFiles); err != nil {
+			return nil, fmt.Errorf("shim %s: %w", o.ID, err)
+		}
+	}
 	lw, err := logs.NewWriter(o.Dir, o.LogMaxBytes, o.LogMaxFiles)
 	if err != nil {
 		return nil, fmt.Errorf("shim %s: %w", o.ID, err)
 	}
+	// Stdin is a pipe whose write end we close at once: EOF, as /dev/null would give,
+	// but an object CRIU can dump (a host /dev/null is a file outside the container's
+	// mounts) and a restore can replace.
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	inW.Close()
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -127,9 +157,21 @@ func start(o Options) (_ *server, retErr error) {
 	if err != nil {
 		return nil, fmt.Errorf("shim %s: %w", o.ID, err)
 	}
-	c, err := rt.Create(o.ID, container.CreateOptions{Bundle: o.Bundle, Stdout: outW, Stderr: errW})
+	var c *container.Container
+	if o.Restore == "" {
+		c, err = rt.Create(o.ID, container.CreateOptions{Bundle: o.Bundle, Stdin: inR, Stdout: outW, Stderr: errW})
+	} else {
+		// The restored init becomes our child (CRIU's restore-sibling mode), so we reap
+		// it like a created one.
+		cp := o.checkpointer(rt)
+		c, err = cp.Restore(context.Background(), o.Restore, o.ID, checkpoint.RestoreOptions{
+			Bundle: o.Bundle, Stdio: [3]*os.File{inR, outW, errW},
+		})
+	}
 	// Only the container holds the write ends now: EOF on the read ends means every
 	// process of the container has closed its stdio.
+	stdinIno := inode(inR)
+	inR.Close()
 	outW.Close()
 	errW.Close()
 	if err != nil {
@@ -138,7 +180,7 @@ func start(o Options) (_ *server, retErr error) {
 		lw.Close(true)
 		return nil, err
 	}
-	s := &server{o: o, c: c, log: lw, exited: make(chan struct{}), done: make(chan struct{})}
+	s := &server{o: o, rt: rt, c: c, log: lw, drained: make(chan struct{}), exited: make(chan struct{}), done: make(chan struct{})}
 	defer func() {
 		if retErr != nil {
 			_ = c.Signal(unix.SIGKILL, true)
@@ -149,6 +191,10 @@ func start(o Options) (_ *server, retErr error) {
 	s.state = State{
 		ID: o.ID, Bundle: c.Bundle(), ShimPid: os.Getpid(), ShimStartTime: startTime,
 		InitPid: c.InitPid(), Cgroups: cgs, StdoutPipe: inode(outR), StderrPipe: inode(errR),
+		StdinPipe: stdinIno,
+	}
+	if o.Restore != "" {
+		s.state.StartedAt = time.Now().UTC() // running from the moment CRIU resumed it
 	}
 	for _, p := range []struct {
 		name string
@@ -161,6 +207,7 @@ func start(o Options) (_ *server, retErr error) {
 			_ = lw.Copy(p.name, p.r) // a write error leaves the rest of the output unlogged
 		}()
 	}
+	go func() { s.copies.Wait(); close(s.drained) }()
 	go s.wait()
 
 	sock := filepath.Join(o.Dir, SocketFile)
@@ -202,15 +249,25 @@ func (s *server) wait() {
 	if err != nil {
 		code = -1 // not our child any more: nothing to report but that it is gone
 	}
-	s.exit = Exit{Code: code, At: time.Now().UTC()}
+	ex := Exit{Code: code, At: time.Now().UTC()}
+	s.mu.Lock()
+	run := s.ckpt
+	s.mu.Unlock()
+	if run != nil {
+		// A checkpoint was under way when the init died: it was CRIU that ended it if
+		// the dump succeeded without leave-running, otherwise it is an ordinary exit.
+		<-run.done
+		if run.err == nil && !run.leaveRunning {
+			ex.Checkpoint = run.id
+		}
+	}
+	s.exit = ex
 	_ = WriteJSON(s.o.Dir, ExitFile, s.exit) // the in-memory copy still serves State
 	close(s.exited)
 	// Processes that escaped the container's pid namespace could keep the pipes open;
 	// do not hold the log open for them forever.
-	drained := make(chan struct{})
-	go func() { s.copies.Wait(); close(drained) }()
 	select {
-	case <-drained:
+	case <-s.drained:
 	case <-time.After(2 * time.Second):
 	}
 	s.log.Close(true)
@@ -227,6 +284,9 @@ func (s *server) State(context.Context, *shimv1.StateRequest) (*shimv1.StateResp
 	exited := func() {
 		r.Status, r.Pid = "stopped", 0
 		r.Exited, r.ExitCode, r.ExitedAt = true, int32(s.exit.Code), timestamp(s.exit.At)
+		if s.exit.Checkpoint != "" {
+			r.Status, r.Checkpoint = "checkpointed", s.exit.Checkpoint
+		}
 	}
 	select {
 	case <-s.exited:
@@ -339,8 +399,14 @@ func codeOf(err error) codes.Code {
 		return codes.AlreadyExists
 	case errors.Is(err, container.ErrInvalidID):
 		return codes.InvalidArgument
-	case errors.Is(err, container.ErrNotRunning), errors.Is(err, container.ErrInvalidState):
+	case errors.Is(err, container.ErrNotRunning), errors.Is(err, container.ErrInvalidState),
+		errors.Is(err, checkpoint.ErrNotCheckable), errors.Is(err, checkpoint.ErrNewerFormat),
+		errors.Is(err, criu.ErrNotFound):
 		return codes.FailedPrecondition
+	case errors.Is(err, checkpoint.ErrCorrupt):
+		return codes.InvalidArgument
+	case errors.Is(err, context.Canceled):
+		return codes.Canceled
 	case errors.Is(err, os.ErrNotExist):
 		return codes.InvalidArgument // a missing bundle or config.json
 	}

@@ -31,11 +31,21 @@ type SpawnOptions struct {
 
 // Args returns the shim's command line after the binary, as cmd/migrated parses it.
 func (o Options) Args() []string {
-	return []string{"shim",
+	args := []string{"shim",
 		"--id", o.ID, "--bundle", o.Bundle, "--dir", o.Dir, "--runtime-root", o.RuntimeRoot,
 		"--log-max-bytes", strconv.FormatInt(o.LogMaxBytes, 10),
 		"--log-max-files", strconv.Itoa(o.LogMaxFiles),
 	}
+	if o.NetworkLock != "" {
+		args = append(args, "--network-lock", o.NetworkLock)
+	}
+	if o.CRIUVersion != "" {
+		args = append(args, "--criu-version", o.CRIUVersion)
+	}
+	if o.Restore != "" {
+		args = append(args, "--restore", o.Restore)
+	}
+	return args
 }
 
 // Spawn starts a shim, which creates the container, and waits for its ready report.

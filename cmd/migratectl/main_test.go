@@ -9,6 +9,8 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	migratev1 "github.com/migratehq/migrate/api/migrate/v1"
 )
 
 func TestParseSignal(t *testing.T) {
@@ -46,6 +48,24 @@ func TestExitCodes(t *testing.T) {
 		code, msg := describe(tc.err, g)
 		if code != tc.code || !strings.Contains(msg, tc.msg) || strings.Contains(msg, "\n") {
 			t.Errorf("describe(%v) = %d %q; want %d, mentioning %q", tc.err, code, msg, tc.code, tc.msg)
+		}
+	}
+}
+
+func TestOperationError(t *testing.T) {
+	g := &globals{socket: "/run/x.sock"}
+	for _, tc := range []struct {
+		op   *migratev1.Operation
+		code int
+		msg  string
+	}{
+		{&migratev1.Operation{Kind: "restore", ContainerId: "c", Error: "restore c: checkpoint is corrupt", ErrorCode: int32(codes.InvalidArgument)}, exitUsage, "restore c: checkpoint is corrupt"},
+		{&migratev1.Operation{Kind: "checkpoint", ContainerId: "c", Error: "container is not running", ErrorCode: int32(codes.FailedPrecondition)}, exitState, "checkpoint c: container is not running"},
+		{&migratev1.Operation{Kind: "stop", ContainerId: "c", Error: "stop c: boom"}, exitFailure, "stop c: boom"},
+	} {
+		code, msg := describe(operationError(tc.op), g)
+		if code != tc.code || msg != tc.msg {
+			t.Errorf("operationError(%v) -> %d %q; want %d %q", tc.op, code, msg, tc.code, tc.msg)
 		}
 	}
 }

@@ -9,12 +9,14 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	migratev1 "github.com/migratehq/migrate/api/migrate/v1"
 )
 
-// newOperationsCommand lists, follows and cancels long operations (stop now;
-// checkpoint, restore and move later).
+// newOperationsCommand lists, follows and cancels long operations (stop, checkpoint,
+// restore; move later).
 func newOperationsCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "operations", Aliases: []string{"ops"}, Short: "list, follow or cancel long operations"}
 	ls := &cobra.Command{
@@ -120,9 +122,24 @@ func followOperation(g *globals, cmd *cobra.Command, stream opStream) (*migratev
 	case migratev1.OperationState_OPERATION_STATE_SUCCEEDED:
 		return last, nil
 	case migratev1.OperationState_OPERATION_STATE_CANCELLED:
-		return last, fmt.Errorf("%s %s: cancelled", op.Kind, op.ContainerId)
+		return last, status.Errorf(codes.Canceled, "%s %s: cancelled", op.Kind, op.ContainerId)
 	}
-	return last, fmt.Errorf("%s %s: %s", op.GetKind(), op.GetContainerId(), op.GetError())
+	return last, operationError(op)
+}
+
+// operationError turns a failed operation into an error with the status code the
+// agent gave it, so the exit code is the one a unary call would have produced.
+func operationError(op *migratev1.Operation) error {
+	msg := op.GetError()
+	// The agent's errors usually start with "<kind> <target>: " already.
+	if prefix := op.GetKind() + " "; !strings.HasPrefix(msg, prefix) {
+		msg = fmt.Sprintf("%s %s: %s", op.GetKind(), op.GetContainerId(), msg)
+	}
+	code := codes.Code(op.GetErrorCode())
+	if code == codes.OK {
+		code = codes.Unknown
+	}
+	return status.Error(code, msg)
 }
 
 func newEventsCommand(g *globals) *cobra.Command {

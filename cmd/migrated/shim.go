@@ -30,6 +30,9 @@ func newShimCommand() *cobra.Command {
 	f.StringVar(&o.RuntimeRoot, "runtime-root", "", "OCI runtime state root")
 	f.Int64Var(&o.LogMaxBytes, "log-max-bytes", 10<<20, "rotate the container log at this size")
 	f.IntVar(&o.LogMaxFiles, "log-max-files", 3, "log files kept")
+	f.StringVar(&o.Restore, "restore", "", "restore the container from this checkpoint directory instead of creating it")
+	f.StringVar(&o.NetworkLock, "network-lock", "", "CRIU network lock backend (nftables or iptables)")
+	f.StringVar(&o.CRIUVersion, "criu-version", "", "CRIU version as the agent probed it")
 	for _, n := range []string{"id", "bundle", "dir", "runtime-root"} {
 		_ = cmd.MarkFlagRequired(n)
 	}

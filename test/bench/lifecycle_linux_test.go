@@ -15,6 +15,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/migratehq/migrate/runtime/container"
+	_ "github.com/migratehq/migrate/runtime/nsenter"
 )
 
 // waitTimeout bounds how long one container's `true` may take to exit.
@@ -171,6 +174,11 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// The checkpoint benchmark drives the runtime in-process: it re-executes
+	// this binary as the container's init.
+	if container.IsInit() {
+		container.InitMain()
+	}
 	code := m.Run()
 	if workDir != "" {
 		os.RemoveAll(workDir)

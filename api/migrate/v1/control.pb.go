@@ -1490,7 +1490,8 @@ func (x *EventsRequest) GetId() string {
 type Event struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Time  *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
-	// "created", "started", "exited", "deleted", "adopted", "killed".
+	// "created", "started", "exited", "deleted", "adopted", "killed", "checkpointed",
+	// "restored".
 	Type          string     `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
 	ContainerId   string     `protobuf:"bytes,3,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
 	Container     *Container `protobuf:"bytes,4,opt,name=container,proto3" json:"container,omitempty"`
@@ -1554,6 +1555,399 @@ func (x *Event) GetContainer() *Container {
 		return x.Container
 	}
 	return nil
+}
+
+type CheckpointRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Container to checkpoint.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Keep the container running after the dump (it is frozen only during it).
+	LeaveRunning bool `protobuf:"varint,2,opt,name=leave_running,json=leaveRunning,proto3" json:"leave_running,omitempty"`
+	// Checkpoint name; default "<container>-<UTC time>". Same rules as container ids.
+	Name string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	// Absolute path, on the agent's host, of an archive (tar, zstd) to write the
+	// checkpoint to as well. Must not exist.
+	ExportPath    string `protobuf:"bytes,4,opt,name=export_path,json=exportPath,proto3" json:"export_path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckpointRequest) Reset() {
+	*x = CheckpointRequest{}
+	mi := &file_migrate_v1_control_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointRequest) ProtoMessage() {}
+
+func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_migrate_v1_control_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointRequest.ProtoReflect.Descriptor instead.
+func (*CheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_migrate_v1_control_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *CheckpointRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *CheckpointRequest) GetLeaveRunning() bool {
+	if x != nil {
+		return x.LeaveRunning
+	}
+	return false
+}
+
+func (x *CheckpointRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CheckpointRequest) GetExportPath() string {
+	if x != nil {
+		return x.ExportPath
+	}
+	return ""
+}
+
+type RestoreRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A checkpoint name on this node, or an absolute path (on the agent's host) of a
+	// checkpoint directory or of an archive written by export.
+	Checkpoint string `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	// Container id; default the checkpointed container's id.
+	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreRequest) Reset() {
+	*x = RestoreRequest{}
+	mi := &file_migrate_v1_control_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreRequest) ProtoMessage() {}
+
+func (x *RestoreRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_migrate_v1_control_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreRequest.ProtoReflect.Descriptor instead.
+func (*RestoreRequest) Descriptor() ([]byte, []int) {
+	return file_migrate_v1_control_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *RestoreRequest) GetCheckpoint() string {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return ""
+}
+
+func (x *RestoreRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type ListCheckpointsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCheckpointsRequest) Reset() {
+	*x = ListCheckpointsRequest{}
+	mi := &file_migrate_v1_control_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCheckpointsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCheckpointsRequest) ProtoMessage() {}
+
+func (x *ListCheckpointsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_migrate_v1_control_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCheckpointsRequest.ProtoReflect.Descriptor instead.
+func (*ListCheckpointsRequest) Descriptor() ([]byte, []int) {
+	return file_migrate_v1_control_proto_rawDescGZIP(), []int{31}
+}
+
+type ListCheckpointsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Checkpoints   []*Checkpoint          `protobuf:"bytes,1,rep,name=checkpoints,proto3" json:"checkpoints,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCheckpointsResponse) Reset() {
+	*x = ListCheckpointsResponse{}
+	mi := &file_migrate_v1_control_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCheckpointsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCheckpointsResponse) ProtoMessage() {}
+
+func (x *ListCheckpointsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_migrate_v1_control_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCheckpointsResponse.ProtoReflect.Descriptor instead.
+func (*ListCheckpointsResponse) Descriptor() ([]byte, []int) {
+	return file_migrate_v1_control_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ListCheckpointsResponse) GetCheckpoints() []*Checkpoint {
+	if x != nil {
+		return x.Checkpoints
+	}
+	return nil
+}
+
+type InspectCheckpointRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InspectCheckpointRequest) Reset() {
+	*x = InspectCheckpointRequest{}
+	mi := &file_migrate_v1_control_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InspectCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InspectCheckpointRequest) ProtoMessage() {}
+
+func (x *InspectCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_migrate_v1_control_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InspectCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*InspectCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_migrate_v1_control_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *InspectCheckpointRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type InspectCheckpointResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Checkpoint *Checkpoint            `protobuf:"bytes,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	Files      []*CheckpointFile      `protobuf:"bytes,2,rep,name=files,proto3" json:"files,omitempty"`
+	// The container's OCI runtime configuration as recorded at dump time.
+	SpecJson      []byte `protobuf:"bytes,3,opt,name=spec_json,json=specJson,proto3" json:"spec_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InspectCheckpointResponse) Reset() {
+	*x = InspectCheckpointResponse{}
+	mi := &file_migrate_v1_control_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InspectCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InspectCheckpointResponse) ProtoMessage() {}
+
+func (x *InspectCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_migrate_v1_control_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InspectCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*InspectCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_migrate_v1_control_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *InspectCheckpointResponse) GetCheckpoint() *Checkpoint {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+func (x *InspectCheckpointResponse) GetFiles() []*CheckpointFile {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
+func (x *InspectCheckpointResponse) GetSpecJson() []byte {
+	if x != nil {
+		return x.SpecJson
+	}
+	return nil
+}
+
+type DeleteCheckpointRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteCheckpointRequest) Reset() {
+	*x = DeleteCheckpointRequest{}
+	mi := &file_migrate_v1_control_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteCheckpointRequest) ProtoMessage() {}
+
+func (x *DeleteCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_migrate_v1_control_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*DeleteCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_migrate_v1_control_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *DeleteCheckpointRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type DeleteCheckpointResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteCheckpointResponse) Reset() {
+	*x = DeleteCheckpointResponse{}
+	mi := &file_migrate_v1_control_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteCheckpointResponse) ProtoMessage() {}
+
+func (x *DeleteCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_migrate_v1_control_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*DeleteCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_migrate_v1_control_proto_rawDescGZIP(), []int{36}
 }
 
 var File_migrate_v1_control_proto protoreflect.FileDescriptor
@@ -1650,11 +2044,36 @@ const file_migrate_v1_control_proto_rawDesc = "" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12!\n" +
 	"\fcontainer_id\x18\x03 \x01(\tR\vcontainerId\x123\n" +
-	"\tcontainer\x18\x04 \x01(\v2\x15.migrate.v1.ContainerR\tcontainer*U\n" +
+	"\tcontainer\x18\x04 \x01(\v2\x15.migrate.v1.ContainerR\tcontainer\"}\n" +
+	"\x11CheckpointRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
+	"\rleave_running\x18\x02 \x01(\bR\fleaveRunning\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x1f\n" +
+	"\vexport_path\x18\x04 \x01(\tR\n" +
+	"exportPath\"D\n" +
+	"\x0eRestoreRequest\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x01 \x01(\tR\n" +
+	"checkpoint\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\x18\n" +
+	"\x16ListCheckpointsRequest\"S\n" +
+	"\x17ListCheckpointsResponse\x128\n" +
+	"\vcheckpoints\x18\x01 \x03(\v2\x16.migrate.v1.CheckpointR\vcheckpoints\".\n" +
+	"\x18InspectCheckpointRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xa2\x01\n" +
+	"\x19InspectCheckpointResponse\x126\n" +
+	"\n" +
+	"checkpoint\x18\x01 \x01(\v2\x16.migrate.v1.CheckpointR\n" +
+	"checkpoint\x120\n" +
+	"\x05files\x18\x02 \x03(\v2\x1a.migrate.v1.CheckpointFileR\x05files\x12\x1b\n" +
+	"\tspec_json\x18\x03 \x01(\fR\bspecJson\"-\n" +
+	"\x17DeleteCheckpointRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x1a\n" +
+	"\x18DeleteCheckpointResponse*U\n" +
 	"\tLogStream\x12\x1a\n" +
 	"\x16LOG_STREAM_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11LOG_STREAM_STDOUT\x10\x01\x12\x15\n" +
-	"\x11LOG_STREAM_STDERR\x10\x022\xfd\a\n" +
+	"\x11LOG_STREAM_STDERR\x10\x022\xaa\v\n" +
 	"\aControl\x12?\n" +
 	"\x06Create\x12\x19.migrate.v1.CreateRequest\x1a\x1a.migrate.v1.CreateResponse\x12<\n" +
 	"\x05Start\x12\x18.migrate.v1.StartRequest\x1a\x19.migrate.v1.StartResponse\x12=\n" +
@@ -1670,7 +2089,13 @@ const file_migrate_v1_control_proto_rawDesc = "" +
 	"\x0eListOperations\x12!.migrate.v1.ListOperationsRequest\x1a\".migrate.v1.ListOperationsResponse\x12Q\n" +
 	"\x0eWatchOperation\x12!.migrate.v1.WatchOperationRequest\x1a\x1a.migrate.v1.OperationEvent0\x01\x12Z\n" +
 	"\x0fCancelOperation\x12\".migrate.v1.CancelOperationRequest\x1a#.migrate.v1.CancelOperationResponse\x128\n" +
-	"\x06Events\x12\x19.migrate.v1.EventsRequest\x1a\x11.migrate.v1.Event0\x01B7Z5github.com/migratehq/migrate/api/migrate/v1;migratev1b\x06proto3"
+	"\x06Events\x12\x19.migrate.v1.EventsRequest\x1a\x11.migrate.v1.Event0\x01\x12I\n" +
+	"\n" +
+	"Checkpoint\x12\x1d.migrate.v1.CheckpointRequest\x1a\x1a.migrate.v1.OperationEvent0\x01\x12C\n" +
+	"\aRestore\x12\x1a.migrate.v1.RestoreRequest\x1a\x1a.migrate.v1.OperationEvent0\x01\x12Z\n" +
+	"\x0fListCheckpoints\x12\".migrate.v1.ListCheckpointsRequest\x1a#.migrate.v1.ListCheckpointsResponse\x12`\n" +
+	"\x11InspectCheckpoint\x12$.migrate.v1.InspectCheckpointRequest\x1a%.migrate.v1.InspectCheckpointResponse\x12]\n" +
+	"\x10DeleteCheckpoint\x12#.migrate.v1.DeleteCheckpointRequest\x1a$.migrate.v1.DeleteCheckpointResponseB7Z5github.com/migratehq/migrate/api/migrate/v1;migratev1b\x06proto3"
 
 var (
 	file_migrate_v1_control_proto_rawDescOnce sync.Once
@@ -1685,94 +2110,117 @@ func file_migrate_v1_control_proto_rawDescGZIP() []byte {
 }
 
 var file_migrate_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_migrate_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_migrate_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_migrate_v1_control_proto_goTypes = []any{
-	(LogStream)(0),                  // 0: migrate.v1.LogStream
-	(*CreateRequest)(nil),           // 1: migrate.v1.CreateRequest
-	(*CreateResponse)(nil),          // 2: migrate.v1.CreateResponse
-	(*StartRequest)(nil),            // 3: migrate.v1.StartRequest
-	(*StartResponse)(nil),           // 4: migrate.v1.StartResponse
-	(*StopRequest)(nil),             // 5: migrate.v1.StopRequest
-	(*KillRequest)(nil),             // 6: migrate.v1.KillRequest
-	(*KillResponse)(nil),            // 7: migrate.v1.KillResponse
-	(*DeleteRequest)(nil),           // 8: migrate.v1.DeleteRequest
-	(*DeleteResponse)(nil),          // 9: migrate.v1.DeleteResponse
-	(*ListRequest)(nil),             // 10: migrate.v1.ListRequest
-	(*ListResponse)(nil),            // 11: migrate.v1.ListResponse
-	(*InspectRequest)(nil),          // 12: migrate.v1.InspectRequest
-	(*InspectResponse)(nil),         // 13: migrate.v1.InspectResponse
-	(*LogsRequest)(nil),             // 14: migrate.v1.LogsRequest
-	(*LogEntry)(nil),                // 15: migrate.v1.LogEntry
-	(*ExecRequest)(nil),             // 16: migrate.v1.ExecRequest
-	(*ExecOutput)(nil),              // 17: migrate.v1.ExecOutput
-	(*NodeInfoRequest)(nil),         // 18: migrate.v1.NodeInfoRequest
-	(*NodeInfoResponse)(nil),        // 19: migrate.v1.NodeInfoResponse
-	(*NodesRequest)(nil),            // 20: migrate.v1.NodesRequest
-	(*NodeStatus)(nil),              // 21: migrate.v1.NodeStatus
-	(*NodesResponse)(nil),           // 22: migrate.v1.NodesResponse
-	(*ListOperationsRequest)(nil),   // 23: migrate.v1.ListOperationsRequest
-	(*ListOperationsResponse)(nil),  // 24: migrate.v1.ListOperationsResponse
-	(*WatchOperationRequest)(nil),   // 25: migrate.v1.WatchOperationRequest
-	(*CancelOperationRequest)(nil),  // 26: migrate.v1.CancelOperationRequest
-	(*CancelOperationResponse)(nil), // 27: migrate.v1.CancelOperationResponse
-	(*EventsRequest)(nil),           // 28: migrate.v1.EventsRequest
-	(*Event)(nil),                   // 29: migrate.v1.Event
-	(*Container)(nil),               // 30: migrate.v1.Container
-	(*timestamppb.Timestamp)(nil),   // 31: google.protobuf.Timestamp
-	(*NodeInfo)(nil),                // 32: migrate.v1.NodeInfo
-	(*Operation)(nil),               // 33: migrate.v1.Operation
-	(*OperationEvent)(nil),          // 34: migrate.v1.OperationEvent
+	(LogStream)(0),                    // 0: migrate.v1.LogStream
+	(*CreateRequest)(nil),             // 1: migrate.v1.CreateRequest
+	(*CreateResponse)(nil),            // 2: migrate.v1.CreateResponse
+	(*StartRequest)(nil),              // 3: migrate.v1.StartRequest
+	(*StartResponse)(nil),             // 4: migrate.v1.StartResponse
+	(*StopRequest)(nil),               // 5: migrate.v1.StopRequest
+	(*KillRequest)(nil),               // 6: migrate.v1.KillRequest
+	(*KillResponse)(nil),              // 7: migrate.v1.KillResponse
+	(*DeleteRequest)(nil),             // 8: migrate.v1.DeleteRequest
+	(*DeleteResponse)(nil),            // 9: migrate.v1.DeleteResponse
+	(*ListRequest)(nil),               // 10: migrate.v1.ListRequest
+	(*ListResponse)(nil),              // 11: migrate.v1.ListResponse
+	(*InspectRequest)(nil),            // 12: migrate.v1.InspectRequest
+	(*InspectResponse)(nil),           // 13: migrate.v1.InspectResponse
+	(*LogsRequest)(nil),               // 14: migrate.v1.LogsRequest
+	(*LogEntry)(nil),                  // 15: migrate.v1.LogEntry
+	(*ExecRequest)(nil),               // 16: migrate.v1.ExecRequest
+	(*ExecOutput)(nil),                // 17: migrate.v1.ExecOutput
+	(*NodeInfoRequest)(nil),           // 18: migrate.v1.NodeInfoRequest
+	(*NodeInfoResponse)(nil),          // 19: migrate.v1.NodeInfoResponse
+	(*NodesRequest)(nil),              // 20: migrate.v1.NodesRequest
+	(*NodeStatus)(nil),                // 21: migrate.v1.NodeStatus
+	(*NodesResponse)(nil),             // 22: migrate.v1.NodesResponse
+	(*ListOperationsRequest)(nil),     // 23: migrate.v1.ListOperationsRequest
+	(*ListOperationsResponse)(nil),    // 24: migrate.v1.ListOperationsResponse
+	(*WatchOperationRequest)(nil),     // 25: migrate.v1.WatchOperationRequest
+	(*CancelOperationRequest)(nil),    // 26: migrate.v1.CancelOperationRequest
+	(*CancelOperationResponse)(nil),   // 27: migrate.v1.CancelOperationResponse
+	(*EventsRequest)(nil),             // 28: migrate.v1.EventsRequest
+	(*Event)(nil),                     // 29: migrate.v1.Event
+	(*CheckpointRequest)(nil),         // 30: migrate.v1.CheckpointRequest
+	(*RestoreRequest)(nil),            // 31: migrate.v1.RestoreRequest
+	(*ListCheckpointsRequest)(nil),    // 32: migrate.v1.ListCheckpointsRequest
+	(*ListCheckpointsResponse)(nil),   // 33: migrate.v1.ListCheckpointsResponse
+	(*InspectCheckpointRequest)(nil),  // 34: migrate.v1.InspectCheckpointRequest
+	(*InspectCheckpointResponse)(nil), // 35: migrate.v1.InspectCheckpointResponse
+	(*DeleteCheckpointRequest)(nil),   // 36: migrate.v1.DeleteCheckpointRequest
+	(*DeleteCheckpointResponse)(nil),  // 37: migrate.v1.DeleteCheckpointResponse
+	(*Container)(nil),                 // 38: migrate.v1.Container
+	(*timestamppb.Timestamp)(nil),     // 39: google.protobuf.Timestamp
+	(*NodeInfo)(nil),                  // 40: migrate.v1.NodeInfo
+	(*Operation)(nil),                 // 41: migrate.v1.Operation
+	(*Checkpoint)(nil),                // 42: migrate.v1.Checkpoint
+	(*CheckpointFile)(nil),            // 43: migrate.v1.CheckpointFile
+	(*OperationEvent)(nil),            // 44: migrate.v1.OperationEvent
 }
 var file_migrate_v1_control_proto_depIdxs = []int32{
-	30, // 0: migrate.v1.CreateResponse.container:type_name -> migrate.v1.Container
-	30, // 1: migrate.v1.StartResponse.container:type_name -> migrate.v1.Container
-	30, // 2: migrate.v1.ListResponse.containers:type_name -> migrate.v1.Container
-	30, // 3: migrate.v1.InspectResponse.container:type_name -> migrate.v1.Container
-	31, // 4: migrate.v1.LogsRequest.since:type_name -> google.protobuf.Timestamp
-	31, // 5: migrate.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
+	38, // 0: migrate.v1.CreateResponse.container:type_name -> migrate.v1.Container
+	38, // 1: migrate.v1.StartResponse.container:type_name -> migrate.v1.Container
+	38, // 2: migrate.v1.ListResponse.containers:type_name -> migrate.v1.Container
+	38, // 3: migrate.v1.InspectResponse.container:type_name -> migrate.v1.Container
+	39, // 4: migrate.v1.LogsRequest.since:type_name -> google.protobuf.Timestamp
+	39, // 5: migrate.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
 	0,  // 6: migrate.v1.LogEntry.stream:type_name -> migrate.v1.LogStream
 	0,  // 7: migrate.v1.ExecOutput.stream:type_name -> migrate.v1.LogStream
-	32, // 8: migrate.v1.NodeInfoResponse.node:type_name -> migrate.v1.NodeInfo
-	32, // 9: migrate.v1.NodeStatus.info:type_name -> migrate.v1.NodeInfo
+	40, // 8: migrate.v1.NodeInfoResponse.node:type_name -> migrate.v1.NodeInfo
+	40, // 9: migrate.v1.NodeStatus.info:type_name -> migrate.v1.NodeInfo
 	21, // 10: migrate.v1.NodesResponse.nodes:type_name -> migrate.v1.NodeStatus
-	33, // 11: migrate.v1.ListOperationsResponse.operations:type_name -> migrate.v1.Operation
-	31, // 12: migrate.v1.Event.time:type_name -> google.protobuf.Timestamp
-	30, // 13: migrate.v1.Event.container:type_name -> migrate.v1.Container
-	1,  // 14: migrate.v1.Control.Create:input_type -> migrate.v1.CreateRequest
-	3,  // 15: migrate.v1.Control.Start:input_type -> migrate.v1.StartRequest
-	5,  // 16: migrate.v1.Control.Stop:input_type -> migrate.v1.StopRequest
-	6,  // 17: migrate.v1.Control.Kill:input_type -> migrate.v1.KillRequest
-	8,  // 18: migrate.v1.Control.Delete:input_type -> migrate.v1.DeleteRequest
-	10, // 19: migrate.v1.Control.List:input_type -> migrate.v1.ListRequest
-	12, // 20: migrate.v1.Control.Inspect:input_type -> migrate.v1.InspectRequest
-	14, // 21: migrate.v1.Control.Logs:input_type -> migrate.v1.LogsRequest
-	16, // 22: migrate.v1.Control.Exec:input_type -> migrate.v1.ExecRequest
-	18, // 23: migrate.v1.Control.NodeInfo:input_type -> migrate.v1.NodeInfoRequest
-	20, // 24: migrate.v1.Control.Nodes:input_type -> migrate.v1.NodesRequest
-	23, // 25: migrate.v1.Control.ListOperations:input_type -> migrate.v1.ListOperationsRequest
-	25, // 26: migrate.v1.Control.WatchOperation:input_type -> migrate.v1.WatchOperationRequest
-	26, // 27: migrate.v1.Control.CancelOperation:input_type -> migrate.v1.CancelOperationRequest
-	28, // 28: migrate.v1.Control.Events:input_type -> migrate.v1.EventsRequest
-	2,  // 29: migrate.v1.Control.Create:output_type -> migrate.v1.CreateResponse
-	4,  // 30: migrate.v1.Control.Start:output_type -> migrate.v1.StartResponse
-	34, // 31: migrate.v1.Control.Stop:output_type -> migrate.v1.OperationEvent
-	7,  // 32: migrate.v1.Control.Kill:output_type -> migrate.v1.KillResponse
-	9,  // 33: migrate.v1.Control.Delete:output_type -> migrate.v1.DeleteResponse
-	11, // 34: migrate.v1.Control.List:output_type -> migrate.v1.ListResponse
-	13, // 35: migrate.v1.Control.Inspect:output_type -> migrate.v1.InspectResponse
-	15, // 36: migrate.v1.Control.Logs:output_type -> migrate.v1.LogEntry
-	17, // 37: migrate.v1.Control.Exec:output_type -> migrate.v1.ExecOutput
-	19, // 38: migrate.v1.Control.NodeInfo:output_type -> migrate.v1.NodeInfoResponse
-	22, // 39: migrate.v1.Control.Nodes:output_type -> migrate.v1.NodesResponse
-	24, // 40: migrate.v1.Control.ListOperations:output_type -> migrate.v1.ListOperationsResponse
-	34, // 41: migrate.v1.Control.WatchOperation:output_type -> migrate.v1.OperationEvent
-	27, // 42: migrate.v1.Control.CancelOperation:output_type -> migrate.v1.CancelOperationResponse
-	29, // 43: migrate.v1.Control.Events:output_type -> migrate.v1.Event
-	29, // [29:44] is the sub-list for method output_type
-	14, // [14:29] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	41, // 11: migrate.v1.ListOperationsResponse.operations:type_name -> migrate.v1.Operation
+	39, // 12: migrate.v1.Event.time:type_name -> google.protobuf.Timestamp
+	38, // 13: migrate.v1.Event.container:type_name -> migrate.v1.Container
+	42, // 14: migrate.v1.ListCheckpointsResponse.checkpoints:type_name -> migrate.v1.Checkpoint
+	42, // 15: migrate.v1.InspectCheckpointResponse.checkpoint:type_name -> migrate.v1.Checkpoint
+	43, // 16: migrate.v1.InspectCheckpointResponse.files:type_name -> migrate.v1.CheckpointFile
+	1,  // 17: migrate.v1.Control.Create:input_type -> migrate.v1.CreateRequest
+	3,  // 18: migrate.v1.Control.Start:input_type -> migrate.v1.StartRequest
+	5,  // 19: migrate.v1.Control.Stop:input_type -> migrate.v1.StopRequest
+	6,  // 20: migrate.v1.Control.Kill:input_type -> migrate.v1.KillRequest
+	8,  // 21: migrate.v1.Control.Delete:input_type -> migrate.v1.DeleteRequest
+	10, // 22: migrate.v1.Control.List:input_type -> migrate.v1.ListRequest
+	12, // 23: migrate.v1.Control.Inspect:input_type -> migrate.v1.InspectRequest
+	14, // 24: migrate.v1.Control.Logs:input_type -> migrate.v1.LogsRequest
+	16, // 25: migrate.v1.Control.Exec:input_type -> migrate.v1.ExecRequest
+	18, // 26: migrate.v1.Control.NodeInfo:input_type -> migrate.v1.NodeInfoRequest
+	20, // 27: migrate.v1.Control.Nodes:input_type -> migrate.v1.NodesRequest
+	23, // 28: migrate.v1.Control.ListOperations:input_type -> migrate.v1.ListOperationsRequest
+	25, // 29: migrate.v1.Control.WatchOperation:input_type -> migrate.v1.WatchOperationRequest
+	26, // 30: migrate.v1.Control.CancelOperation:input_type -> migrate.v1.CancelOperationRequest
+	28, // 31: migrate.v1.Control.Events:input_type -> migrate.v1.EventsRequest
+	30, // 32: migrate.v1.Control.Checkpoint:input_type -> migrate.v1.CheckpointRequest
+	31, // 33: migrate.v1.Control.Restore:input_type -> migrate.v1.RestoreRequest
+	32, // 34: migrate.v1.Control.ListCheckpoints:input_type -> migrate.v1.ListCheckpointsRequest
+	34, // 35: migrate.v1.Control.InspectCheckpoint:input_type -> migrate.v1.InspectCheckpointRequest
+	36, // 36: migrate.v1.Control.DeleteCheckpoint:input_type -> migrate.v1.DeleteCheckpointRequest
+	2,  // 37: migrate.v1.Control.Create:output_type -> migrate.v1.CreateResponse
+	4,  // 38: migrate.v1.Control.Start:output_type -> migrate.v1.StartResponse
+	44, // 39: migrate.v1.Control.Stop:output_type -> migrate.v1.OperationEvent
+	7,  // 40: migrate.v1.Control.Kill:output_type -> migrate.v1.KillResponse
+	9,  // 41: migrate.v1.Control.Delete:output_type -> migrate.v1.DeleteResponse
+	11, // 42: migrate.v1.Control.List:output_type -> migrate.v1.ListResponse
+	13, // 43: migrate.v1.Control.Inspect:output_type -> migrate.v1.InspectResponse
+	15, // 44: migrate.v1.Control.Logs:output_type -> migrate.v1.LogEntry
+	17, // 45: migrate.v1.Control.Exec:output_type -> migrate.v1.ExecOutput
+	19, // 46: migrate.v1.Control.NodeInfo:output_type -> migrate.v1.NodeInfoResponse
+	22, // 47: migrate.v1.Control.Nodes:output_type -> migrate.v1.NodesResponse
+	24, // 48: migrate.v1.Control.ListOperations:output_type -> migrate.v1.ListOperationsResponse
+	44, // 49: migrate.v1.Control.WatchOperation:output_type -> migrate.v1.OperationEvent
+	27, // 50: migrate.v1.Control.CancelOperation:output_type -> migrate.v1.CancelOperationResponse
+	29, // 51: migrate.v1.Control.Events:output_type -> migrate.v1.Event
+	44, // 52: migrate.v1.Control.Checkpoint:output_type -> migrate.v1.OperationEvent
+	44, // 53: migrate.v1.Control.Restore:output_type -> migrate.v1.OperationEvent
+	33, // 54: migrate.v1.Control.ListCheckpoints:output_type -> migrate.v1.ListCheckpointsResponse
+	35, // 55: migrate.v1.Control.InspectCheckpoint:output_type -> migrate.v1.InspectCheckpointResponse
+	37, // 56: migrate.v1.Control.DeleteCheckpoint:output_type -> migrate.v1.DeleteCheckpointResponse
+	37, // [37:57] is the sub-list for method output_type
+	17, // [17:37] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_migrate_v1_control_proto_init() }
@@ -1787,7 +2235,7 @@ func file_migrate_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_migrate_v1_control_proto_rawDesc), len(file_migrate_v1_control_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   29,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

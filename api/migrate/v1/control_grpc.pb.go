@@ -19,21 +19,26 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Control_Create_FullMethodName          = "/migrate.v1.Control/Create"
-	Control_Start_FullMethodName           = "/migrate.v1.Control/Start"
-	Control_Stop_FullMethodName            = "/migrate.v1.Control/Stop"
-	Control_Kill_FullMethodName            = "/migrate.v1.Control/Kill"
-	Control_Delete_FullMethodName          = "/migrate.v1.Control/Delete"
-	Control_List_FullMethodName            = "/migrate.v1.Control/List"
-	Control_Inspect_FullMethodName         = "/migrate.v1.Control/Inspect"
-	Control_Logs_FullMethodName            = "/migrate.v1.Control/Logs"
-	Control_Exec_FullMethodName            = "/migrate.v1.Control/Exec"
-	Control_NodeInfo_FullMethodName        = "/migrate.v1.Control/NodeInfo"
-	Control_Nodes_FullMethodName           = "/migrate.v1.Control/Nodes"
-	Control_ListOperations_FullMethodName  = "/migrate.v1.Control/ListOperations"
-	Control_WatchOperation_FullMethodName  = "/migrate.v1.Control/WatchOperation"
-	Control_CancelOperation_FullMethodName = "/migrate.v1.Control/CancelOperation"
-	Control_Events_FullMethodName          = "/migrate.v1.Control/Events"
+	Control_Create_FullMethodName            = "/migrate.v1.Control/Create"
+	Control_Start_FullMethodName             = "/migrate.v1.Control/Start"
+	Control_Stop_FullMethodName              = "/migrate.v1.Control/Stop"
+	Control_Kill_FullMethodName              = "/migrate.v1.Control/Kill"
+	Control_Delete_FullMethodName            = "/migrate.v1.Control/Delete"
+	Control_List_FullMethodName              = "/migrate.v1.Control/List"
+	Control_Inspect_FullMethodName           = "/migrate.v1.Control/Inspect"
+	Control_Logs_FullMethodName              = "/migrate.v1.Control/Logs"
+	Control_Exec_FullMethodName              = "/migrate.v1.Control/Exec"
+	Control_NodeInfo_FullMethodName          = "/migrate.v1.Control/NodeInfo"
+	Control_Nodes_FullMethodName             = "/migrate.v1.Control/Nodes"
+	Control_ListOperations_FullMethodName    = "/migrate.v1.Control/ListOperations"
+	Control_WatchOperation_FullMethodName    = "/migrate.v1.Control/WatchOperation"
+	Control_CancelOperation_FullMethodName   = "/migrate.v1.Control/CancelOperation"
+	Control_Events_FullMethodName            = "/migrate.v1.Control/Events"
+	Control_Checkpoint_FullMethodName        = "/migrate.v1.Control/Checkpoint"
+	Control_Restore_FullMethodName           = "/migrate.v1.Control/Restore"
+	Control_ListCheckpoints_FullMethodName   = "/migrate.v1.Control/ListCheckpoints"
+	Control_InspectCheckpoint_FullMethodName = "/migrate.v1.Control/InspectCheckpoint"
+	Control_DeleteCheckpoint_FullMethodName  = "/migrate.v1.Control/DeleteCheckpoint"
 )
 
 // ControlClient is the client API for Control service.
@@ -44,7 +49,8 @@ const (
 // only) and, to holders of the cluster's admin certificate, on its mTLS peer port.
 //
 // Errors use gRPC codes: NOT_FOUND (unknown container), ALREADY_EXISTS (duplicate id),
-// INVALID_ARGUMENT (bad id, bundle or flags), FAILED_PRECONDITION (wrong container state),
+// INVALID_ARGUMENT (bad id, bundle, flags, or a corrupt checkpoint), FAILED_PRECONDITION
+// (wrong container state, checkpoint format newer than the agent),
 // PERMISSION_DENIED (caller not allowed), UNAVAILABLE (shim or peer unreachable).
 type ControlClient interface {
 	// Create creates a container from an OCI bundle on this node; with start set it also
@@ -74,6 +80,18 @@ type ControlClient interface {
 	CancelOperation(ctx context.Context, in *CancelOperationRequest, opts ...grpc.CallOption) (*CancelOperationResponse, error)
 	// Events streams container lifecycle events on this node.
 	Events(ctx context.Context, in *EventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Event], error)
+	// Checkpoint dumps a running container with CRIU into a checkpoint on this node
+	// (and optionally exports it to one archive file). A long operation: the last event
+	// carries the Checkpoint. Without leave_running the container then shows as
+	// CHECKPOINTED. If the dump fails the container keeps running.
+	Checkpoint(ctx context.Context, in *CheckpointRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[OperationEvent], error)
+	// Restore makes a running container from a checkpoint (a name on this node, a
+	// checkpoint directory or an exported archive). A long operation: the last event
+	// carries the Container. On failure nothing is left.
+	Restore(ctx context.Context, in *RestoreRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[OperationEvent], error)
+	ListCheckpoints(ctx context.Context, in *ListCheckpointsRequest, opts ...grpc.CallOption) (*ListCheckpointsResponse, error)
+	InspectCheckpoint(ctx context.Context, in *InspectCheckpointRequest, opts ...grpc.CallOption) (*InspectCheckpointResponse, error)
+	DeleteCheckpoint(ctx context.Context, in *DeleteCheckpointRequest, opts ...grpc.CallOption) (*DeleteCheckpointResponse, error)
 }
 
 type controlClient struct {
@@ -279,6 +297,74 @@ func (c *controlClient) Events(ctx context.Context, in *EventsRequest, opts ...g
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Control_EventsClient = grpc.ServerStreamingClient[Event]
 
+func (c *controlClient) Checkpoint(ctx context.Context, in *CheckpointRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[OperationEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Control_ServiceDesc.Streams[5], Control_Checkpoint_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[CheckpointRequest, OperationEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Control_CheckpointClient = grpc.ServerStreamingClient[OperationEvent]
+
+func (c *controlClient) Restore(ctx context.Context, in *RestoreRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[OperationEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Control_ServiceDesc.Streams[6], Control_Restore_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[RestoreRequest, OperationEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Control_RestoreClient = grpc.ServerStreamingClient[OperationEvent]
+
+func (c *controlClient) ListCheckpoints(ctx context.Context, in *ListCheckpointsRequest, opts ...grpc.CallOption) (*ListCheckpointsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListCheckpointsResponse)
+	err := c.cc.Invoke(ctx, Control_ListCheckpoints_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlClient) InspectCheckpoint(ctx context.Context, in *InspectCheckpointRequest, opts ...grpc.CallOption) (*InspectCheckpointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(InspectCheckpointResponse)
+	err := c.cc.Invoke(ctx, Control_InspectCheckpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlClient) DeleteCheckpoint(ctx context.Context, in *DeleteCheckpointRequest, opts ...grpc.CallOption) (*DeleteCheckpointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteCheckpointResponse)
+	err := c.cc.Invoke(ctx, Control_DeleteCheckpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ControlServer is the server API for Control service.
 // All implementations must embed UnimplementedControlServer
 // for forward compatibility.
@@ -287,7 +373,8 @@ type Control_EventsClient = grpc.ServerStreamingClient[Event]
 // only) and, to holders of the cluster's admin certificate, on its mTLS peer port.
 //
 // Errors use gRPC codes: NOT_FOUND (unknown container), ALREADY_EXISTS (duplicate id),
-// INVALID_ARGUMENT (bad id, bundle or flags), FAILED_PRECONDITION (wrong container state),
+// INVALID_ARGUMENT (bad id, bundle, flags, or a corrupt checkpoint), FAILED_PRECONDITION
+// (wrong container state, checkpoint format newer than the agent),
 // PERMISSION_DENIED (caller not allowed), UNAVAILABLE (shim or peer unreachable).
 type ControlServer interface {
 	// Create creates a container from an OCI bundle on this node; with start set it also
@@ -317,6 +404,18 @@ type ControlServer interface {
 	CancelOperation(context.Context, *CancelOperationRequest) (*CancelOperationResponse, error)
 	// Events streams container lifecycle events on this node.
 	Events(*EventsRequest, grpc.ServerStreamingServer[Event]) error
+	// Checkpoint dumps a running container with CRIU into a checkpoint on this node
+	// (and optionally exports it to one archive file). A long operation: the last event
+	// carries the Checkpoint. Without leave_running the container then shows as
+	// CHECKPOINTED. If the dump fails the container keeps running.
+	Checkpoint(*CheckpointRequest, grpc.ServerStreamingServer[OperationEvent]) error
+	// Restore makes a running container from a checkpoint (a name on this node, a
+	// checkpoint directory or an exported archive). A long operation: the last event
+	// carries the Container. On failure nothing is left.
+	Restore(*RestoreRequest, grpc.ServerStreamingServer[OperationEvent]) error
+	ListCheckpoints(context.Context, *ListCheckpointsRequest) (*ListCheckpointsResponse, error)
+	InspectCheckpoint(context.Context, *InspectCheckpointRequest) (*InspectCheckpointResponse, error)
+	DeleteCheckpoint(context.Context, *DeleteCheckpointRequest) (*DeleteCheckpointResponse, error)
 	mustEmbedUnimplementedControlServer()
 }
 
@@ -371,6 +470,21 @@ func (UnimplementedControlServer) CancelOperation(context.Context, *CancelOperat
 }
 func (UnimplementedControlServer) Events(*EventsRequest, grpc.ServerStreamingServer[Event]) error {
 	return status.Error(codes.Unimplemented, "method Events not implemented")
+}
+func (UnimplementedControlServer) Checkpoint(*CheckpointRequest, grpc.ServerStreamingServer[OperationEvent]) error {
+	return status.Error(codes.Unimplemented, "method Checkpoint not implemented")
+}
+func (UnimplementedControlServer) Restore(*RestoreRequest, grpc.ServerStreamingServer[OperationEvent]) error {
+	return status.Error(codes.Unimplemented, "method Restore not implemented")
+}
+func (UnimplementedControlServer) ListCheckpoints(context.Context, *ListCheckpointsRequest) (*ListCheckpointsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListCheckpoints not implemented")
+}
+func (UnimplementedControlServer) InspectCheckpoint(context.Context, *InspectCheckpointRequest) (*InspectCheckpointResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method InspectCheckpoint not implemented")
+}
+func (UnimplementedControlServer) DeleteCheckpoint(context.Context, *DeleteCheckpointRequest) (*DeleteCheckpointResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteCheckpoint not implemented")
 }
 func (UnimplementedControlServer) mustEmbedUnimplementedControlServer() {}
 func (UnimplementedControlServer) testEmbeddedByValue()                 {}
@@ -628,6 +742,82 @@ func _Control_Events_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Control_EventsServer = grpc.ServerStreamingServer[Event]
 
+func _Control_Checkpoint_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(CheckpointRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ControlServer).Checkpoint(m, &grpc.GenericServerStream[CheckpointRequest, OperationEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Control_CheckpointServer = grpc.ServerStreamingServer[OperationEvent]
+
+func _Control_Restore_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(RestoreRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ControlServer).Restore(m, &grpc.GenericServerStream[RestoreRequest, OperationEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Control_RestoreServer = grpc.ServerStreamingServer[OperationEvent]
+
+func _Control_ListCheckpoints_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListCheckpointsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).ListCheckpoints(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_ListCheckpoints_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).ListCheckpoints(ctx, req.(*ListCheckpointsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Control_InspectCheckpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InspectCheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).InspectCheckpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_InspectCheckpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).InspectCheckpoint(ctx, req.(*InspectCheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Control_DeleteCheckpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteCheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).DeleteCheckpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_DeleteCheckpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).DeleteCheckpoint(ctx, req.(*DeleteCheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Control_ServiceDesc is the grpc.ServiceDesc for Control service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -675,6 +865,18 @@ var Control_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "CancelOperation",
 			Handler:    _Control_CancelOperation_Handler,
 		},
+		{
+			MethodName: "ListCheckpoints",
+			Handler:    _Control_ListCheckpoints_Handler,
+		},
+		{
+			MethodName: "InspectCheckpoint",
+			Handler:    _Control_InspectCheckpoint_Handler,
+		},
+		{
+			MethodName: "DeleteCheckpoint",
+			Handler:    _Control_DeleteCheckpoint_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -700,6 +902,16 @@ var Control_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Events",
 			Handler:       _Control_Events_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Checkpoint",
+			Handler:       _Control_Checkpoint_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Restore",
+			Handler:       _Control_Restore_Handler,
 			ServerStreams: true,
 		},
 	},

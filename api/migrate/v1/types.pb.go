@@ -9,6 +9,7 @@ package migratev1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -33,7 +34,8 @@ const (
 	ContainerStatus_CONTAINER_STATUS_STOPPED     ContainerStatus = 4
 	// The shim of the container cannot be reached; the agent keeps retrying.
 	ContainerStatus_CONTAINER_STATUS_UNKNOWN ContainerStatus = 5
-	// Reserved for checkpoint/restore work: the container's state lives in a checkpoint.
+	// The container was checkpointed without leave-running: its processes are gone and
+	// its state lives in the checkpoint named by Container.checkpoint.
 	ContainerStatus_CONTAINER_STATUS_CHECKPOINTED ContainerStatus = 6
 )
 
@@ -159,7 +161,9 @@ type Container struct {
 	// Pid of the shim holding the container's stdio and exit status.
 	ShimPid int32 `protobuf:"varint,11,opt,name=shim_pid,json=shimPid,proto3" json:"shim_pid,omitempty"`
 	// Node the container runs on.
-	Node          string `protobuf:"bytes,12,opt,name=node,proto3" json:"node,omitempty"`
+	Node string `protobuf:"bytes,12,opt,name=node,proto3" json:"node,omitempty"`
+	// When status is CHECKPOINTED: the checkpoint (name) that holds its state.
+	Checkpoint    string `protobuf:"bytes,13,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -278,18 +282,28 @@ func (x *Container) GetNode() string {
 	return ""
 }
 
-// Operation describes a long-running operation (stop now; checkpoint, restore, move and
+func (x *Container) GetCheckpoint() string {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return ""
+}
+
+// Operation describes a long-running operation (stop, checkpoint, restore; move and
 // snapshot later). Its id lets a client re-attach to its progress or cancel it.
 type Operation struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Id          string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Kind        string                 `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"` // "stop", later "checkpoint", "restore", "move", ...
+	Kind        string                 `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"` // "stop", "checkpoint", "restore", later "move", ...
 	ContainerId string                 `protobuf:"bytes,3,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
 	State       OperationState         `protobuf:"varint,4,opt,name=state,proto3,enum=migrate.v1.OperationState" json:"state,omitempty"`
 	StartedAt   *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
 	EndedAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=ended_at,json=endedAt,proto3" json:"ended_at,omitempty"`
 	// Set when state is FAILED or CANCELLED.
-	Error         string `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
+	// The gRPC status code (google.rpc.Code) the failure maps to, as a unary call's error
+	// would carry it: NOT_FOUND, ALREADY_EXISTS, INVALID_ARGUMENT, FAILED_PRECONDITION...
+	ErrorCode     int32 `protobuf:"varint,8,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -371,6 +385,13 @@ func (x *Operation) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *Operation) GetErrorCode() int32 {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return 0
 }
 
 // Progress of an operation. done/total are in the unit named by unit ("bytes", "pages",
@@ -459,7 +480,9 @@ type OperationEvent struct {
 	Progress  *Progress              `protobuf:"bytes,2,opt,name=progress,proto3" json:"progress,omitempty"`
 	Time      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
 	// Set on the final event of an operation that produces a container.
-	Container     *Container `protobuf:"bytes,4,opt,name=container,proto3" json:"container,omitempty"`
+	Container *Container `protobuf:"bytes,4,opt,name=container,proto3" json:"container,omitempty"`
+	// Set on the final event of a checkpoint operation.
+	Checkpoint    *Checkpoint `protobuf:"bytes,5,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -522,21 +545,249 @@ func (x *OperationEvent) GetContainer() *Container {
 	return nil
 }
 
+func (x *OperationEvent) GetCheckpoint() *Checkpoint {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
+// Checkpoint summarises a checkpoint stored on a node (its manifest).
+type Checkpoint struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name under the node's checkpoint directory; empty for one outside it.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Id recorded in the manifest (the name it was taken under).
+	Id          string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	ContainerId string                 `protobuf:"bytes,3,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	CreatedAt   *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// Total size of its files.
+	SizeBytes   uint64 `protobuf:"varint,5,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	CriuVersion string `protobuf:"bytes,6,opt,name=criu_version,json=criuVersion,proto3" json:"criu_version,omitempty"`
+	Kernel      string `protobuf:"bytes,7,opt,name=kernel,proto3" json:"kernel,omitempty"`
+	// How long the container was frozen by the dump.
+	Downtime     *durationpb.Duration `protobuf:"bytes,8,opt,name=downtime,proto3" json:"downtime,omitempty"`
+	LeaveRunning bool                 `protobuf:"varint,9,opt,name=leave_running,json=leaveRunning,proto3" json:"leave_running,omitempty"`
+	Files        int32                `protobuf:"varint,10,opt,name=files,proto3" json:"files,omitempty"`
+	// Directory on the node.
+	Path string `protobuf:"bytes,11,opt,name=path,proto3" json:"path,omitempty"`
+	// Archive written by the checkpoint operation's export, if any.
+	ExportPath string `protobuf:"bytes,12,opt,name=export_path,json=exportPath,proto3" json:"export_path,omitempty"`
+	Node       string `protobuf:"bytes,13,opt,name=node,proto3" json:"node,omitempty"`
+	// Why the checkpoint cannot be used (corrupt or newer format); the other fields
+	// may then be empty.
+	Error         string `protobuf:"bytes,14,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Checkpoint) Reset() {
+	*x = Checkpoint{}
+	mi := &file_migrate_v1_types_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Checkpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Checkpoint) ProtoMessage() {}
+
+func (x *Checkpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_migrate_v1_types_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Checkpoint.ProtoReflect.Descriptor instead.
+func (*Checkpoint) Descriptor() ([]byte, []int) {
+	return file_migrate_v1_types_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Checkpoint) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Checkpoint) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Checkpoint) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *Checkpoint) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Checkpoint) GetSizeBytes() uint64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *Checkpoint) GetCriuVersion() string {
+	if x != nil {
+		return x.CriuVersion
+	}
+	return ""
+}
+
+func (x *Checkpoint) GetKernel() string {
+	if x != nil {
+		return x.Kernel
+	}
+	return ""
+}
+
+func (x *Checkpoint) GetDowntime() *durationpb.Duration {
+	if x != nil {
+		return x.Downtime
+	}
+	return nil
+}
+
+func (x *Checkpoint) GetLeaveRunning() bool {
+	if x != nil {
+		return x.LeaveRunning
+	}
+	return false
+}
+
+func (x *Checkpoint) GetFiles() int32 {
+	if x != nil {
+		return x.Files
+	}
+	return 0
+}
+
+func (x *Checkpoint) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *Checkpoint) GetExportPath() string {
+	if x != nil {
+		return x.ExportPath
+	}
+	return ""
+}
+
+func (x *Checkpoint) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *Checkpoint) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// CheckpointFile is one file of a checkpoint as its manifest records it.
+type CheckpointFile struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Size          int64                  `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	Sha256        string                 `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckpointFile) Reset() {
+	*x = CheckpointFile{}
+	mi := &file_migrate_v1_types_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointFile) ProtoMessage() {}
+
+func (x *CheckpointFile) ProtoReflect() protoreflect.Message {
+	mi := &file_migrate_v1_types_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointFile.ProtoReflect.Descriptor instead.
+func (*CheckpointFile) Descriptor() ([]byte, []int) {
+	return file_migrate_v1_types_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *CheckpointFile) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *CheckpointFile) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *CheckpointFile) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
 type CriuInfo struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Empty when CRIU is not installed or does not work on this host.
 	Version string `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
 	Path    string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
-	// Feature name -> supported, from `criu check --feature`.
-	Features      map[string]bool `protobuf:"bytes,3,rep,name=features,proto3" json:"features,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	Error         string          `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	// Feature name -> supported: lazy_pages, mem_track, pidfd_store,
+	// network_lock_nftables, userfaultfd, timens.
+	Features map[string]bool `protobuf:"bytes,3,rep,name=features,proto3" json:"features,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	Error    string          `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	// Network lock backend checkpoints use: "nftables", "iptables" or "" (none found).
+	NetworkLock   string `protobuf:"bytes,5,opt,name=network_lock,json=networkLock,proto3" json:"network_lock,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CriuInfo) Reset() {
 	*x = CriuInfo{}
-	mi := &file_migrate_v1_types_proto_msgTypes[4]
+	mi := &file_migrate_v1_types_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -548,7 +799,7 @@ func (x *CriuInfo) String() string {
 func (*CriuInfo) ProtoMessage() {}
 
 func (x *CriuInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_migrate_v1_types_proto_msgTypes[4]
+	mi := &file_migrate_v1_types_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -561,7 +812,7 @@ func (x *CriuInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CriuInfo.ProtoReflect.Descriptor instead.
 func (*CriuInfo) Descriptor() ([]byte, []int) {
-	return file_migrate_v1_types_proto_rawDescGZIP(), []int{4}
+	return file_migrate_v1_types_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CriuInfo) GetVersion() string {
@@ -592,6 +843,13 @@ func (x *CriuInfo) GetError() string {
 	return ""
 }
 
+func (x *CriuInfo) GetNetworkLock() string {
+	if x != nil {
+		return x.NetworkLock
+	}
+	return ""
+}
+
 type Capacity struct {
 	state                protoimpl.MessageState `protogen:"open.v1"`
 	Cpus                 int32                  `protobuf:"varint,1,opt,name=cpus,proto3" json:"cpus,omitempty"`
@@ -604,7 +862,7 @@ type Capacity struct {
 
 func (x *Capacity) Reset() {
 	*x = Capacity{}
-	mi := &file_migrate_v1_types_proto_msgTypes[5]
+	mi := &file_migrate_v1_types_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -616,7 +874,7 @@ func (x *Capacity) String() string {
 func (*Capacity) ProtoMessage() {}
 
 func (x *Capacity) ProtoReflect() protoreflect.Message {
-	mi := &file_migrate_v1_types_proto_msgTypes[5]
+	mi := &file_migrate_v1_types_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -629,7 +887,7 @@ func (x *Capacity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Capacity.ProtoReflect.Descriptor instead.
 func (*Capacity) Descriptor() ([]byte, []int) {
-	return file_migrate_v1_types_proto_rawDescGZIP(), []int{5}
+	return file_migrate_v1_types_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Capacity) GetCpus() int32 {
@@ -678,7 +936,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_migrate_v1_types_proto_msgTypes[6]
+	mi := &file_migrate_v1_types_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -690,7 +948,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_migrate_v1_types_proto_msgTypes[6]
+	mi := &file_migrate_v1_types_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -703,7 +961,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_migrate_v1_types_proto_rawDescGZIP(), []int{6}
+	return file_migrate_v1_types_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *NodeInfo) GetName() string {
@@ -774,7 +1032,7 @@ var File_migrate_v1_types_proto protoreflect.FileDescriptor
 const file_migrate_v1_types_proto_rawDesc = "" +
 	"\n" +
 	"\x16migrate/v1/types.proto\x12\n" +
-	"migrate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x93\x04\n" +
+	"migrate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb3\x04\n" +
 	"\tContainer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06bundle\x18\x02 \x01(\tR\x06bundle\x123\n" +
@@ -790,10 +1048,13 @@ const file_migrate_v1_types_proto_rawDesc = "" +
 	"\vannotations\x18\n" +
 	" \x03(\v2&.migrate.v1.Container.AnnotationsEntryR\vannotations\x12\x19\n" +
 	"\bshim_pid\x18\v \x01(\x05R\ashimPid\x12\x12\n" +
-	"\x04node\x18\f \x01(\tR\x04node\x1a>\n" +
+	"\x04node\x18\f \x01(\tR\x04node\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\r \x01(\tR\n" +
+	"checkpoint\x1a>\n" +
 	"\x10AnnotationsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8c\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xab\x02\n" +
 	"\tOperation\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12!\n" +
@@ -802,23 +1063,53 @@ const file_migrate_v1_types_proto_rawDesc = "" +
 	"\n" +
 	"started_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x125\n" +
 	"\bended_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\aendedAt\x12\x14\n" +
-	"\x05error\x18\a \x01(\tR\x05error\"x\n" +
+	"\x05error\x18\a \x01(\tR\x05error\x12\x1d\n" +
+	"\n" +
+	"error_code\x18\b \x01(\x05R\terrorCode\"x\n" +
 	"\bProgress\x12\x14\n" +
 	"\x05phase\x18\x01 \x01(\tR\x05phase\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x12\n" +
 	"\x04done\x18\x03 \x01(\x03R\x04done\x12\x14\n" +
 	"\x05total\x18\x04 \x01(\x03R\x05total\x12\x12\n" +
-	"\x04unit\x18\x05 \x01(\tR\x04unit\"\xdc\x01\n" +
+	"\x04unit\x18\x05 \x01(\tR\x04unit\"\x94\x02\n" +
 	"\x0eOperationEvent\x123\n" +
 	"\toperation\x18\x01 \x01(\v2\x15.migrate.v1.OperationR\toperation\x120\n" +
 	"\bprogress\x18\x02 \x01(\v2\x14.migrate.v1.ProgressR\bprogress\x12.\n" +
 	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x123\n" +
-	"\tcontainer\x18\x04 \x01(\v2\x15.migrate.v1.ContainerR\tcontainer\"\xcb\x01\n" +
+	"\tcontainer\x18\x04 \x01(\v2\x15.migrate.v1.ContainerR\tcontainer\x126\n" +
+	"\n" +
+	"checkpoint\x18\x05 \x01(\v2\x16.migrate.v1.CheckpointR\n" +
+	"checkpoint\"\xb9\x03\n" +
+	"\n" +
+	"Checkpoint\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12!\n" +
+	"\fcontainer_id\x18\x03 \x01(\tR\vcontainerId\x129\n" +
+	"\n" +
+	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x05 \x01(\x04R\tsizeBytes\x12!\n" +
+	"\fcriu_version\x18\x06 \x01(\tR\vcriuVersion\x12\x16\n" +
+	"\x06kernel\x18\a \x01(\tR\x06kernel\x125\n" +
+	"\bdowntime\x18\b \x01(\v2\x19.google.protobuf.DurationR\bdowntime\x12#\n" +
+	"\rleave_running\x18\t \x01(\bR\fleaveRunning\x12\x14\n" +
+	"\x05files\x18\n" +
+	" \x01(\x05R\x05files\x12\x12\n" +
+	"\x04path\x18\v \x01(\tR\x04path\x12\x1f\n" +
+	"\vexport_path\x18\f \x01(\tR\n" +
+	"exportPath\x12\x12\n" +
+	"\x04node\x18\r \x01(\tR\x04node\x12\x14\n" +
+	"\x05error\x18\x0e \x01(\tR\x05error\"P\n" +
+	"\x0eCheckpointFile\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x16\n" +
+	"\x06sha256\x18\x03 \x01(\tR\x06sha256\"\xee\x01\n" +
 	"\bCriuInfo\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12>\n" +
 	"\bfeatures\x18\x03 \x03(\v2\".migrate.v1.CriuInfo.FeaturesEntryR\bfeatures\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\x1a;\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\x12!\n" +
+	"\fnetwork_lock\x18\x05 \x01(\tR\vnetworkLock\x1a;\n" +
 	"\rFeaturesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\bR\x05value:\x028\x01\"\xa8\x01\n" +
@@ -869,7 +1160,7 @@ func file_migrate_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_migrate_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_migrate_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_migrate_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_migrate_v1_types_proto_goTypes = []any{
 	(ContainerStatus)(0),          // 0: migrate.v1.ContainerStatus
 	(OperationState)(0),           // 1: migrate.v1.OperationState
@@ -877,35 +1168,41 @@ var file_migrate_v1_types_proto_goTypes = []any{
 	(*Operation)(nil),             // 3: migrate.v1.Operation
 	(*Progress)(nil),              // 4: migrate.v1.Progress
 	(*OperationEvent)(nil),        // 5: migrate.v1.OperationEvent
-	(*CriuInfo)(nil),              // 6: migrate.v1.CriuInfo
-	(*Capacity)(nil),              // 7: migrate.v1.Capacity
-	(*NodeInfo)(nil),              // 8: migrate.v1.NodeInfo
-	nil,                           // 9: migrate.v1.Container.AnnotationsEntry
-	nil,                           // 10: migrate.v1.CriuInfo.FeaturesEntry
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(*Checkpoint)(nil),            // 6: migrate.v1.Checkpoint
+	(*CheckpointFile)(nil),        // 7: migrate.v1.CheckpointFile
+	(*CriuInfo)(nil),              // 8: migrate.v1.CriuInfo
+	(*Capacity)(nil),              // 9: migrate.v1.Capacity
+	(*NodeInfo)(nil),              // 10: migrate.v1.NodeInfo
+	nil,                           // 11: migrate.v1.Container.AnnotationsEntry
+	nil,                           // 12: migrate.v1.CriuInfo.FeaturesEntry
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 14: google.protobuf.Duration
 }
 var file_migrate_v1_types_proto_depIdxs = []int32{
 	0,  // 0: migrate.v1.Container.status:type_name -> migrate.v1.ContainerStatus
-	11, // 1: migrate.v1.Container.created_at:type_name -> google.protobuf.Timestamp
-	11, // 2: migrate.v1.Container.started_at:type_name -> google.protobuf.Timestamp
-	11, // 3: migrate.v1.Container.exited_at:type_name -> google.protobuf.Timestamp
-	9,  // 4: migrate.v1.Container.annotations:type_name -> migrate.v1.Container.AnnotationsEntry
+	13, // 1: migrate.v1.Container.created_at:type_name -> google.protobuf.Timestamp
+	13, // 2: migrate.v1.Container.started_at:type_name -> google.protobuf.Timestamp
+	13, // 3: migrate.v1.Container.exited_at:type_name -> google.protobuf.Timestamp
+	11, // 4: migrate.v1.Container.annotations:type_name -> migrate.v1.Container.AnnotationsEntry
 	1,  // 5: migrate.v1.Operation.state:type_name -> migrate.v1.OperationState
-	11, // 6: migrate.v1.Operation.started_at:type_name -> google.protobuf.Timestamp
-	11, // 7: migrate.v1.Operation.ended_at:type_name -> google.protobuf.Timestamp
+	13, // 6: migrate.v1.Operation.started_at:type_name -> google.protobuf.Timestamp
+	13, // 7: migrate.v1.Operation.ended_at:type_name -> google.protobuf.Timestamp
 	3,  // 8: migrate.v1.OperationEvent.operation:type_name -> migrate.v1.Operation
 	4,  // 9: migrate.v1.OperationEvent.progress:type_name -> migrate.v1.Progress
-	11, // 10: migrate.v1.OperationEvent.time:type_name -> google.protobuf.Timestamp
+	13, // 10: migrate.v1.OperationEvent.time:type_name -> google.protobuf.Timestamp
 	2,  // 11: migrate.v1.OperationEvent.container:type_name -> migrate.v1.Container
-	10, // 12: migrate.v1.CriuInfo.features:type_name -> migrate.v1.CriuInfo.FeaturesEntry
-	6,  // 13: migrate.v1.NodeInfo.criu:type_name -> migrate.v1.CriuInfo
-	7,  // 14: migrate.v1.NodeInfo.capacity:type_name -> migrate.v1.Capacity
-	11, // 15: migrate.v1.NodeInfo.started_at:type_name -> google.protobuf.Timestamp
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	6,  // 12: migrate.v1.OperationEvent.checkpoint:type_name -> migrate.v1.Checkpoint
+	13, // 13: migrate.v1.Checkpoint.created_at:type_name -> google.protobuf.Timestamp
+	14, // 14: migrate.v1.Checkpoint.downtime:type_name -> google.protobuf.Duration
+	12, // 15: migrate.v1.CriuInfo.features:type_name -> migrate.v1.CriuInfo.FeaturesEntry
+	8,  // 16: migrate.v1.NodeInfo.criu:type_name -> migrate.v1.CriuInfo
+	9,  // 17: migrate.v1.NodeInfo.capacity:type_name -> migrate.v1.Capacity
+	13, // 18: migrate.v1.NodeInfo.started_at:type_name -> google.protobuf.Timestamp
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_migrate_v1_types_proto_init() }
@@ -919,7 +1216,7 @@ func file_migrate_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_migrate_v1_types_proto_rawDesc), len(file_migrate_v1_types_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -62,14 +62,17 @@ type StateResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Id     string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	Bundle string                 `protobuf:"bytes,2,opt,name=bundle,proto3" json:"bundle,omitempty"`
-	// OCI status: "created", "running", "paused", "stopped".
-	Status        string                 `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
-	Pid           int32                  `protobuf:"varint,4,opt,name=pid,proto3" json:"pid,omitempty"`
-	ShimPid       int32                  `protobuf:"varint,5,opt,name=shim_pid,json=shimPid,proto3" json:"shim_pid,omitempty"`
-	Exited        bool                   `protobuf:"varint,6,opt,name=exited,proto3" json:"exited,omitempty"`
-	ExitCode      int32                  `protobuf:"varint,7,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
-	ExitedAt      *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=exited_at,json=exitedAt,proto3" json:"exited_at,omitempty"`
-	StartedAt     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	// OCI status: "created", "running", "paused", "stopped", or "checkpointed" when the
+	// init ended because a checkpoint without leave-running dumped it.
+	Status    string                 `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
+	Pid       int32                  `protobuf:"varint,4,opt,name=pid,proto3" json:"pid,omitempty"`
+	ShimPid   int32                  `protobuf:"varint,5,opt,name=shim_pid,json=shimPid,proto3" json:"shim_pid,omitempty"`
+	Exited    bool                   `protobuf:"varint,6,opt,name=exited,proto3" json:"exited,omitempty"`
+	ExitCode  int32                  `protobuf:"varint,7,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	ExitedAt  *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=exited_at,json=exitedAt,proto3" json:"exited_at,omitempty"`
+	StartedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	// Id of the checkpoint that ended the init (status "checkpointed").
+	Checkpoint    string `protobuf:"bytes,10,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -165,6 +168,13 @@ func (x *StateResponse) GetStartedAt() *timestamppb.Timestamp {
 		return x.StartedAt
 	}
 	return nil
+}
+
+func (x *StateResponse) GetCheckpoint() string {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return ""
 }
 
 type StartRequest struct {
@@ -640,12 +650,128 @@ func (*DeleteResponse) Descriptor() ([]byte, []int) {
 	return file_shim_v1_shim_proto_rawDescGZIP(), []int{11}
 }
 
+type CheckpointRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Absolute path of the checkpoint directory to create.
+	Dir string `protobuf:"bytes,1,opt,name=dir,proto3" json:"dir,omitempty"`
+	// Checkpoint id recorded in its manifest.
+	Id            string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	LeaveRunning  bool   `protobuf:"varint,3,opt,name=leave_running,json=leaveRunning,proto3" json:"leave_running,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckpointRequest) Reset() {
+	*x = CheckpointRequest{}
+	mi := &file_shim_v1_shim_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointRequest) ProtoMessage() {}
+
+func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_v1_shim_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointRequest.ProtoReflect.Descriptor instead.
+func (*CheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *CheckpointRequest) GetDir() string {
+	if x != nil {
+		return x.Dir
+	}
+	return ""
+}
+
+func (x *CheckpointRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *CheckpointRequest) GetLeaveRunning() bool {
+	if x != nil {
+		return x.LeaveRunning
+	}
+	return false
+}
+
+type CheckpointResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How long the container was frozen.
+	DowntimeNs int64 `protobuf:"varint,1,opt,name=downtime_ns,json=downtimeNs,proto3" json:"downtime_ns,omitempty"`
+	// Total size of the checkpoint's files.
+	Bytes         int64 `protobuf:"varint,2,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckpointResponse) Reset() {
+	*x = CheckpointResponse{}
+	mi := &file_shim_v1_shim_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointResponse) ProtoMessage() {}
+
+func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_v1_shim_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointResponse.ProtoReflect.Descriptor instead.
+func (*CheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *CheckpointResponse) GetDowntimeNs() int64 {
+	if x != nil {
+		return x.DowntimeNs
+	}
+	return 0
+}
+
+func (x *CheckpointResponse) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
 var File_shim_v1_shim_proto protoreflect.FileDescriptor
 
 const file_shim_v1_shim_proto_rawDesc = "" +
 	"\n" +
 	"\x12shim/v1/shim.proto\x12\x0fmigrate.shim.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x0e\n" +
-	"\fStateRequest\"\xa5\x02\n" +
+	"\fStateRequest\"\xc5\x02\n" +
 	"\rStateResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06bundle\x18\x02 \x01(\tR\x06bundle\x12\x16\n" +
@@ -656,7 +782,11 @@ const file_shim_v1_shim_proto_rawDesc = "" +
 	"\texit_code\x18\a \x01(\x05R\bexitCode\x127\n" +
 	"\texited_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\bexitedAt\x129\n" +
 	"\n" +
-	"started_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\"\x0e\n" +
+	"started_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\n" +
+	" \x01(\tR\n" +
+	"checkpoint\"\x0e\n" +
 	"\fStartRequest\"!\n" +
 	"\rStartResponse\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\x05R\x03pid\"7\n" +
@@ -681,14 +811,24 @@ const file_shim_v1_shim_proto_rawDesc = "" +
 	"\texit_code\x18\x04 \x01(\x05R\bexitCode\"%\n" +
 	"\rDeleteRequest\x12\x14\n" +
 	"\x05force\x18\x01 \x01(\bR\x05force\"\x10\n" +
-	"\x0eDeleteResponse2\xb0\x03\n" +
+	"\x0eDeleteResponse\"Z\n" +
+	"\x11CheckpointRequest\x12\x10\n" +
+	"\x03dir\x18\x01 \x01(\tR\x03dir\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12#\n" +
+	"\rleave_running\x18\x03 \x01(\bR\fleaveRunning\"K\n" +
+	"\x12CheckpointResponse\x12\x1f\n" +
+	"\vdowntime_ns\x18\x01 \x01(\x03R\n" +
+	"downtimeNs\x12\x14\n" +
+	"\x05bytes\x18\x02 \x01(\x03R\x05bytes2\x87\x04\n" +
 	"\x04Shim\x12F\n" +
 	"\x05State\x12\x1d.migrate.shim.v1.StateRequest\x1a\x1e.migrate.shim.v1.StateResponse\x12F\n" +
 	"\x05Start\x12\x1d.migrate.shim.v1.StartRequest\x1a\x1e.migrate.shim.v1.StartResponse\x12C\n" +
 	"\x04Kill\x12\x1c.migrate.shim.v1.KillRequest\x1a\x1d.migrate.shim.v1.KillResponse\x12C\n" +
 	"\x04Wait\x12\x1c.migrate.shim.v1.WaitRequest\x1a\x1d.migrate.shim.v1.WaitResponse\x12C\n" +
 	"\x04Exec\x12\x1c.migrate.shim.v1.ExecRequest\x1a\x1b.migrate.shim.v1.ExecOutput0\x01\x12I\n" +
-	"\x06Delete\x12\x1e.migrate.shim.v1.DeleteRequest\x1a\x1f.migrate.shim.v1.DeleteResponseB1Z/github.com/migratehq/migrate/api/shim/v1;shimv1b\x06proto3"
+	"\x06Delete\x12\x1e.migrate.shim.v1.DeleteRequest\x1a\x1f.migrate.shim.v1.DeleteResponse\x12U\n" +
+	"\n" +
+	"Checkpoint\x12\".migrate.shim.v1.CheckpointRequest\x1a#.migrate.shim.v1.CheckpointResponseB1Z/github.com/migratehq/migrate/api/shim/v1;shimv1b\x06proto3"
 
 var (
 	file_shim_v1_shim_proto_rawDescOnce sync.Once
@@ -702,7 +842,7 @@ func file_shim_v1_shim_proto_rawDescGZIP() []byte {
 	return file_shim_v1_shim_proto_rawDescData
 }
 
-var file_shim_v1_shim_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_shim_v1_shim_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_shim_v1_shim_proto_goTypes = []any{
 	(*StateRequest)(nil),          // 0: migrate.shim.v1.StateRequest
 	(*StateResponse)(nil),         // 1: migrate.shim.v1.StateResponse
@@ -716,26 +856,30 @@ var file_shim_v1_shim_proto_goTypes = []any{
 	(*ExecOutput)(nil),            // 9: migrate.shim.v1.ExecOutput
 	(*DeleteRequest)(nil),         // 10: migrate.shim.v1.DeleteRequest
 	(*DeleteResponse)(nil),        // 11: migrate.shim.v1.DeleteResponse
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*CheckpointRequest)(nil),     // 12: migrate.shim.v1.CheckpointRequest
+	(*CheckpointResponse)(nil),    // 13: migrate.shim.v1.CheckpointResponse
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
 }
 var file_shim_v1_shim_proto_depIdxs = []int32{
-	12, // 0: migrate.shim.v1.StateResponse.exited_at:type_name -> google.protobuf.Timestamp
-	12, // 1: migrate.shim.v1.StateResponse.started_at:type_name -> google.protobuf.Timestamp
-	12, // 2: migrate.shim.v1.WaitResponse.exited_at:type_name -> google.protobuf.Timestamp
+	14, // 0: migrate.shim.v1.StateResponse.exited_at:type_name -> google.protobuf.Timestamp
+	14, // 1: migrate.shim.v1.StateResponse.started_at:type_name -> google.protobuf.Timestamp
+	14, // 2: migrate.shim.v1.WaitResponse.exited_at:type_name -> google.protobuf.Timestamp
 	0,  // 3: migrate.shim.v1.Shim.State:input_type -> migrate.shim.v1.StateRequest
 	2,  // 4: migrate.shim.v1.Shim.Start:input_type -> migrate.shim.v1.StartRequest
 	4,  // 5: migrate.shim.v1.Shim.Kill:input_type -> migrate.shim.v1.KillRequest
 	6,  // 6: migrate.shim.v1.Shim.Wait:input_type -> migrate.shim.v1.WaitRequest
 	8,  // 7: migrate.shim.v1.Shim.Exec:input_type -> migrate.shim.v1.ExecRequest
 	10, // 8: migrate.shim.v1.Shim.Delete:input_type -> migrate.shim.v1.DeleteRequest
-	1,  // 9: migrate.shim.v1.Shim.State:output_type -> migrate.shim.v1.StateResponse
-	3,  // 10: migrate.shim.v1.Shim.Start:output_type -> migrate.shim.v1.StartResponse
-	5,  // 11: migrate.shim.v1.Shim.Kill:output_type -> migrate.shim.v1.KillResponse
-	7,  // 12: migrate.shim.v1.Shim.Wait:output_type -> migrate.shim.v1.WaitResponse
-	9,  // 13: migrate.shim.v1.Shim.Exec:output_type -> migrate.shim.v1.ExecOutput
-	11, // 14: migrate.shim.v1.Shim.Delete:output_type -> migrate.shim.v1.DeleteResponse
-	9,  // [9:15] is the sub-list for method output_type
-	3,  // [3:9] is the sub-list for method input_type
+	12, // 9: migrate.shim.v1.Shim.Checkpoint:input_type -> migrate.shim.v1.CheckpointRequest
+	1,  // 10: migrate.shim.v1.Shim.State:output_type -> migrate.shim.v1.StateResponse
+	3,  // 11: migrate.shim.v1.Shim.Start:output_type -> migrate.shim.v1.StartResponse
+	5,  // 12: migrate.shim.v1.Shim.Kill:output_type -> migrate.shim.v1.KillResponse
+	7,  // 13: migrate.shim.v1.Shim.Wait:output_type -> migrate.shim.v1.WaitResponse
+	9,  // 14: migrate.shim.v1.Shim.Exec:output_type -> migrate.shim.v1.ExecOutput
+	11, // 15: migrate.shim.v1.Shim.Delete:output_type -> migrate.shim.v1.DeleteResponse
+	13, // 16: migrate.shim.v1.Shim.Checkpoint:output_type -> migrate.shim.v1.CheckpointResponse
+	10, // [10:17] is the sub-list for method output_type
+	3,  // [3:10] is the sub-list for method input_type
 	3,  // [3:3] is the sub-list for extension type_name
 	3,  // [3:3] is the sub-list for extension extendee
 	0,  // [0:3] is the sub-list for field type_name
@@ -752,7 +896,7 @@ func file_shim_v1_shim_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shim_v1_shim_proto_rawDesc), len(file_shim_v1_shim_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

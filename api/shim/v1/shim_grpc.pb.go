@@ -19,12 +19,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Shim_State_FullMethodName  = "/migrate.shim.v1.Shim/State"
-	Shim_Start_FullMethodName  = "/migrate.shim.v1.Shim/Start"
-	Shim_Kill_FullMethodName   = "/migrate.shim.v1.Shim/Kill"
-	Shim_Wait_FullMethodName   = "/migrate.shim.v1.Shim/Wait"
-	Shim_Exec_FullMethodName   = "/migrate.shim.v1.Shim/Exec"
-	Shim_Delete_FullMethodName = "/migrate.shim.v1.Shim/Delete"
+	Shim_State_FullMethodName      = "/migrate.shim.v1.Shim/State"
+	Shim_Start_FullMethodName      = "/migrate.shim.v1.Shim/Start"
+	Shim_Kill_FullMethodName       = "/migrate.shim.v1.Shim/Kill"
+	Shim_Wait_FullMethodName       = "/migrate.shim.v1.Shim/Wait"
+	Shim_Exec_FullMethodName       = "/migrate.shim.v1.Shim/Exec"
+	Shim_Delete_FullMethodName     = "/migrate.shim.v1.Shim/Delete"
+	Shim_Checkpoint_FullMethodName = "/migrate.shim.v1.Shim/Checkpoint"
 )
 
 // ShimClient is the client API for Shim service.
@@ -42,6 +43,10 @@ type ShimClient interface {
 	Exec(ctx context.Context, in *ExecRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExecOutput], error)
 	// Delete deletes the container (force kills it first) and makes the shim exit.
 	Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error)
+	// Checkpoint dumps the container with CRIU into dir (which must not exist), with
+	// the container's log files. One at a time per shim. Without leave_running the init
+	// is gone afterwards and State reports "checkpointed".
+	Checkpoint(ctx context.Context, in *CheckpointRequest, opts ...grpc.CallOption) (*CheckpointResponse, error)
 }
 
 type shimClient struct {
@@ -121,6 +126,16 @@ func (c *shimClient) Delete(ctx context.Context, in *DeleteRequest, opts ...grpc
 	return out, nil
 }
 
+func (c *shimClient) Checkpoint(ctx context.Context, in *CheckpointRequest, opts ...grpc.CallOption) (*CheckpointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CheckpointResponse)
+	err := c.cc.Invoke(ctx, Shim_Checkpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ShimServer is the server API for Shim service.
 // All implementations must embed UnimplementedShimServer
 // for forward compatibility.
@@ -136,6 +151,10 @@ type ShimServer interface {
 	Exec(*ExecRequest, grpc.ServerStreamingServer[ExecOutput]) error
 	// Delete deletes the container (force kills it first) and makes the shim exit.
 	Delete(context.Context, *DeleteRequest) (*DeleteResponse, error)
+	// Checkpoint dumps the container with CRIU into dir (which must not exist), with
+	// the container's log files. One at a time per shim. Without leave_running the init
+	// is gone afterwards and State reports "checkpointed".
+	Checkpoint(context.Context, *CheckpointRequest) (*CheckpointResponse, error)
 	mustEmbedUnimplementedShimServer()
 }
 
@@ -163,6 +182,9 @@ func (UnimplementedShimServer) Exec(*ExecRequest, grpc.ServerStreamingServer[Exe
 }
 func (UnimplementedShimServer) Delete(context.Context, *DeleteRequest) (*DeleteResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Delete not implemented")
+}
+func (UnimplementedShimServer) Checkpoint(context.Context, *CheckpointRequest) (*CheckpointResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Checkpoint not implemented")
 }
 func (UnimplementedShimServer) mustEmbedUnimplementedShimServer() {}
 func (UnimplementedShimServer) testEmbeddedByValue()              {}
@@ -286,6 +308,24 @@ func _Shim_Delete_Handler(srv interface{}, ctx context.Context, dec func(interfa
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Shim_Checkpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ShimServer).Checkpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Shim_Checkpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ShimServer).Checkpoint(ctx, req.(*CheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Shim_ServiceDesc is the grpc.ServiceDesc for Shim service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -312,6 +352,10 @@ var Shim_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Delete",
 			Handler:    _Shim_Delete_Handler,
+		},
+		{
+			MethodName: "Checkpoint",
+			Handler:    _Shim_Checkpoint_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
