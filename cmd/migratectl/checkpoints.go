@@ -37,13 +37,11 @@ func newCheckpointCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, done, err := g.client()
+			c, ctx, done, err := g.connect(cmd)
 			if err != nil {
 				return err
 			}
 			defer done()
-			ctx, cancel := g.context(cmd)
-			defer cancel()
 			stream, err := c.Checkpoint(ctx, &migratev1.CheckpointRequest{Id: args[0], LeaveRunning: leave, Name: name, ExportPath: exp})
 			if err != nil {
 				return err
@@ -91,13 +89,11 @@ func newRestoreCommand(g *globals) *cobra.Command {
 					return err
 				}
 			}
-			c, done, err := g.client()
+			c, ctx, done, err := g.connect(cmd)
 			if err != nil {
 				return err
 			}
 			defer done()
-			ctx, cancel := g.context(cmd)
-			defer cancel()
 			stream, err := c.Restore(ctx, &migratev1.RestoreRequest{Checkpoint: ref, Name: name})
 			if err != nil {
 				return err
@@ -118,13 +114,11 @@ func newRestoreCommand(g *globals) *cobra.Command {
 
 func newCheckpointsCommand(g *globals) *cobra.Command {
 	list := func(cmd *cobra.Command, _ []string) error {
-		c, done, err := g.client()
+		c, ctx, done, err := g.connect(cmd)
 		if err != nil {
 			return err
 		}
 		defer done()
-		ctx, cancel := g.context(cmd)
-		defer cancel()
 		r, err := c.ListCheckpoints(ctx, &migratev1.ListCheckpointsRequest{})
 		if err != nil {
 			return err
@@ -162,13 +156,11 @@ func newCheckpointsCommand(g *globals) *cobra.Command {
 		Args:              exactArgs(1, "a checkpoint name"),
 		ValidArgsFunction: completeCheckpoints(g),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, done, err := g.client()
+			c, ctx, done, err := g.connect(cmd)
 			if err != nil {
 				return err
 			}
 			defer done()
-			ctx, cancel := g.context(cmd)
-			defer cancel()
 			r, err := c.InspectCheckpoint(ctx, &migratev1.InspectCheckpointRequest{Name: args[0]})
 			if err != nil {
 				return err
@@ -187,13 +179,11 @@ func newCheckpointsCommand(g *globals) *cobra.Command {
 		Args:              minArgs(1, "at least one checkpoint name"),
 		ValidArgsFunction: completeCheckpoints(g),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, done, err := g.client()
+			c, ctx, done, err := g.connect(cmd)
 			if err != nil {
 				return err
 			}
 			defer done()
-			ctx, cancel := g.context(cmd)
-			defer cancel()
 			for _, n := range args {
 				if _, err := c.DeleteCheckpoint(ctx, &migratev1.DeleteCheckpointRequest{Name: n}); err != nil {
 					return err

@@ -107,6 +107,16 @@ func (g *globals) client() (migratev1.ControlClient, func(), error) {
 }
 
 // context returns the command's context, bounded by --timeout.
+// connect returns a client and the command's context; done closes both.
+func (g *globals) connect(cmd *cobra.Command) (migratev1.ControlClient, context.Context, func(), error) {
+	c, closeConn, err := g.client()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := g.context(cmd)
+	return c, ctx, func() { cancel(); closeConn() }, nil
+}
+
 func (g *globals) context(cmd *cobra.Command) (context.Context, context.CancelFunc) {
 	ctx := cmd.Context()
 	if ctx == nil {

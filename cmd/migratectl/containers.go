@@ -63,13 +63,11 @@ func newRunCommand(g *globals, start bool) *cobra.Command {
 				}
 				b = abs
 			}
-			c, done, err := g.client()
+			c, ctx, done, err := g.connect(cmd)
 			if err != nil {
 				return err
 			}
 			defer done()
-			ctx, cancel := g.context(cmd)
-			defer cancel()
 			r, err := c.Create(ctx, &migratev1.CreateRequest{Id: args[0], Bundle: b, Start: start})
 			if err != nil {
 				return err
@@ -88,13 +86,11 @@ func newStartCommand(g *globals) *cobra.Command {
 		Args:              exactArgs(1, "a container ID"),
 		ValidArgsFunction: completeContainers(g),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, done, err := g.client()
+			c, ctx, done, err := g.connect(cmd)
 			if err != nil {
 				return err
 			}
 			defer done()
-			ctx, cancel := g.context(cmd)
-			defer cancel()
 			r, err := c.Start(ctx, &migratev1.StartRequest{Id: args[0]})
 			if err != nil {
 				return err
@@ -112,13 +108,11 @@ func newPsCommand(g *globals) *cobra.Command {
 		Short:   "list containers",
 		Args:    exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, done, err := g.client()
+			c, ctx, done, err := g.connect(cmd)
 			if err != nil {
 				return err
 			}
 			defer done()
-			ctx, cancel := g.context(cmd)
-			defer cancel()
 			r, err := c.List(ctx, &migratev1.ListRequest{})
 			if err != nil {
 				return err
@@ -155,13 +149,11 @@ func newInspectCommand(g *globals) *cobra.Command {
 		Args:              exactArgs(1, "a container ID"),
 		ValidArgsFunction: completeContainers(g),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, done, err := g.client()
+			c, ctx, done, err := g.connect(cmd)
 			if err != nil {
 				return err
 			}
 			defer done()
-			ctx, cancel := g.context(cmd)
-			defer cancel()
 			r, err := c.Inspect(ctx, &migratev1.InspectRequest{Id: args[0]})
 			if err != nil {
 				return err
@@ -185,13 +177,11 @@ func newLogsCommand(g *globals) *cobra.Command {
 		Args:              exactArgs(1, "a container ID"),
 		ValidArgsFunction: completeContainers(g),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, done, err := g.client()
+			c, ctx, done, err := g.connect(cmd)
 			if err != nil {
 				return err
 			}
 			defer done()
-			ctx, cancel := g.context(cmd)
-			defer cancel()
 			req := &migratev1.LogsRequest{Id: args[0], Follow: follow, Tail: int32(tail)}
 			if since > 0 {
 				req.Since = timestamppb.New(time.Now().Add(-since))
@@ -261,13 +251,11 @@ func newExecCommand(g *globals) *cobra.Command {
 				}
 				req.Stdin = b
 			}
-			c, done, err := g.client()
+			c, ctx, done, err := g.connect(cmd)
 			if err != nil {
 				return err
 			}
 			defer done()
-			ctx, cancel := g.context(cmd)
-			defer cancel()
 			stream, err := c.Exec(ctx, req)
 			if err != nil {
 				return err
@@ -315,13 +303,11 @@ func newStopCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, done, err := g.client()
+			c, ctx, done, err := g.connect(cmd)
 			if err != nil {
 				return err
 			}
 			defer done()
-			ctx, cancel := g.context(cmd)
-			defer cancel()
 			for _, id := range args {
 				stream, err := c.Stop(ctx, &migratev1.StopRequest{Id: id, TimeoutSeconds: timeout, Signal: int32(signo)})
 				if err != nil {
@@ -359,13 +345,11 @@ func newKillCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, done, err := g.client()
+			c, ctx, done, err := g.connect(cmd)
 			if err != nil {
 				return err
 			}
 			defer done()
-			ctx, cancel := g.context(cmd)
-			defer cancel()
 			_, err = c.Kill(ctx, &migratev1.KillRequest{Id: args[0], Signal: int32(signo), All: all})
 			return err
 		},
@@ -384,13 +368,11 @@ func newRmCommand(g *globals) *cobra.Command {
 		Args:              minArgs(1, "at least one container ID"),
 		ValidArgsFunction: completeContainers(g),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, done, err := g.client()
+			c, ctx, done, err := g.connect(cmd)
 			if err != nil {
 				return err
 			}
 			defer done()
-			ctx, cancel := g.context(cmd)
-			defer cancel()
 			for _, id := range args {
 				if _, err := c.Delete(ctx, &migratev1.DeleteRequest{Id: id, Force: force}); err != nil {
 					return err

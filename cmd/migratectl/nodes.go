@@ -17,13 +17,11 @@ func newNodesCommand(g *globals) *cobra.Command {
 		Short: "list this node and its peers (pinged over mutual TLS)",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, done, err := g.client()
+			c, ctx, done, err := g.connect(cmd)
 			if err != nil {
 				return err
 			}
 			defer done()
-			ctx, cancel := g.context(cmd)
-			defer cancel()
 			r, err := c.Nodes(ctx, &migratev1.NodesRequest{})
 			if err != nil {
 				return err
@@ -66,13 +64,11 @@ func newVersionCommand(g *globals) *cobra.Command {
 		Short: "show migratectl's and the agent's versions and node facts",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, done, err := g.client()
+			c, ctx, done, err := g.connect(cmd)
 			if err != nil {
 				return err
 			}
 			defer done()
-			ctx, cancel := g.context(cmd)
-			defer cancel()
 			r, err := c.NodeInfo(ctx, &migratev1.NodeInfoRequest{})
 			if err != nil {
 				fmt.Fprintf(cmd.OutOrStdout(), "migratectl: %s\n", version)

@@ -24,13 +24,11 @@ func newOperationsCommand(g *globals) *cobra.Command {
 		Short: "list recent operations",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, done, err := g.client()
+			c, ctx, done, err := g.connect(cmd)
 			if err != nil {
 				return err
 			}
 			defer done()
-			ctx, cancel := g.context(cmd)
-			defer cancel()
 			r, err := c.ListOperations(ctx, &migratev1.ListOperationsRequest{})
 			if err != nil {
 				return err
@@ -52,13 +50,11 @@ func newOperationsCommand(g *globals) *cobra.Command {
 		Short: "follow an operation's progress until it ends",
 		Args:  exactArgs(1, "an operation ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, done, err := g.client()
+			c, ctx, done, err := g.connect(cmd)
 			if err != nil {
 				return err
 			}
 			defer done()
-			ctx, cancel := g.context(cmd)
-			defer cancel()
 			stream, err := c.WatchOperation(ctx, &migratev1.WatchOperationRequest{Id: args[0]})
 			if err != nil {
 				return err
@@ -72,13 +68,11 @@ func newOperationsCommand(g *globals) *cobra.Command {
 		Short: "cancel a running operation",
 		Args:  exactArgs(1, "an operation ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, done, err := g.client()
+			c, ctx, done, err := g.connect(cmd)
 			if err != nil {
 				return err
 			}
 			defer done()
-			ctx, cancel := g.context(cmd)
-			defer cancel()
 			_, err = c.CancelOperation(ctx, &migratev1.CancelOperationRequest{Id: args[0]})
 			return err
 		},
@@ -148,13 +142,11 @@ func newEventsCommand(g *globals) *cobra.Command {
 		Short: "stream container events (created, started, stopped, killed, deleted, adopted)",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, done, err := g.client()
+			c, ctx, done, err := g.connect(cmd)
 			if err != nil {
 				return err
 			}
 			defer done()
-			ctx, cancel := g.context(cmd)
-			defer cancel()
 			req := &migratev1.EventsRequest{}
 			if len(args) == 1 {
 				req.Id = args[0]
