@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/migratehq/migrate/agent/checkpoint"
+	"github.com/migratehq/migrate/agent/layers"
 	"github.com/migratehq/migrate/agent/ops"
 	"github.com/migratehq/migrate/agent/shim"
 	migratev1 "github.com/migratehq/migrate/api/migrate/v1"
@@ -336,6 +337,7 @@ func (s *Service) restore(ctx context.Context, src restoreSource, id string, rep
 	s.mu.Unlock()
 	fail := func(err error) (*migratev1.Container, error) {
 		s.cleanupRuntime(id)
+		_ = layers.Remove(e.dir)
 		os.RemoveAll(e.dir)
 		s.mu.Lock()
 		delete(s.containers, id)
@@ -354,9 +356,16 @@ func (s *Service) restore(ctx context.Context, src restoreSource, id string, rep
 	if err := shim.WriteJSON(e.dir, shim.MetaFile, e.meta); err != nil {
 		return fail(fmt.Errorf("restore %s: %w", id, err))
 	}
+	rootfs := ""
+	if m.Rootfs.BaseDigest != "" {
+		report(progress{phase: "rootfs", message: "mounting the base " + m.Rootfs.BaseDigest + " under the checkpoint's changes"})
+		if rootfs, err = s.restoreRootfs(e.dir, dir, m); err != nil {
+			return fail(fmt.Errorf("restore %s: %w", id, err))
+		}
+	}
 	report(progress{phase: "restore", message: fmt.Sprintf("restoring %s with CRIU (checkpoint of %s taken %s)", id, m.ContainerID, m.Created.Format(time.RFC3339))})
 	cmd, err := shim.Spawn(shim.SpawnOptions{Exe: s.exe, Timeout: 5 * time.Minute, Options: shim.Options{
-		ID: id, Bundle: m.Runtime.Bundle, Dir: e.dir, RuntimeRoot: s.cfg.RuntimeDir(),
+		ID: id, Bundle: m.Runtime.Bundle, Dir: e.dir, RuntimeRoot: s.cfg.RuntimeDir(), Rootfs: rootfs,
 		LogMaxBytes: s.cfg.Logs.MaxFileBytes, LogMaxFiles: s.cfg.Logs.MaxFiles,
 		Restore: dir, NetworkLock: s.node.networkLock(ctx), CRIUVersion: s.node.criuVersion(ctx),
 	}})
@@ -497,4 +506,23 @@ func humanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// restoreRootfs rebuilds a layered root for a restore: the checkpoint is
+// verified first (the diff is untrusted input until then), then the diff is
+// applied to a fresh upper layer over the base with the recorded digest.
+func (s *Service) restoreRootfs(dir, ckpt string, m *checkpoint.Manifest) (string, error) {
+	if _, err := checkpoint.Verify(ckpt); err != nil {
+		return "", err
+	}
+	f, err := os.Open(filepath.Join(ckpt, m.Rootfs.Diff))
+	if err != nil {
+		return "", fmt.Errorf("%w: rootfs diff: %w", checkpoint.ErrCorrupt, err)
+	}
+	defer f.Close()
+	l, err := s.bases.Mount(dir, m.Rootfs.BaseDigest, f)
+	if err != nil {
+		return "", err
+	}
+	return l.Merged, nil
 }

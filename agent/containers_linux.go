@@ -16,11 +16,13 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/migratehq/migrate/agent/layers"
 	"github.com/migratehq/migrate/agent/logs"
 	"github.com/migratehq/migrate/agent/shim"
 	migratev1 "github.com/migratehq/migrate/api/migrate/v1"
 	shimv1 "github.com/migratehq/migrate/api/shim/v1"
 	"github.com/migratehq/migrate/runtime/container"
+	"github.com/migratehq/migrate/runtime/spec"
 )
 
 // entry is one container the agent knows of.
@@ -105,6 +107,7 @@ func (s *Service) recover(ctx context.Context) error {
 			// A create interrupted before it was recorded: nothing to adopt.
 			s.log.Warn("removing incomplete container directory", "id", id, "err", err)
 			s.cleanupRuntime(id)
+			_ = layers.Remove(dir)
 			os.RemoveAll(dir)
 			continue
 		}
@@ -159,6 +162,7 @@ func (s *Service) Create(ctx context.Context, r *migratev1.CreateRequest) (*migr
 	s.containers[r.Id] = e
 	s.mu.Unlock()
 	fail := func(err error) (*migratev1.CreateResponse, error) {
+		_ = layers.Remove(e.dir)
 		os.RemoveAll(e.dir)
 		s.mu.Lock()
 		delete(s.containers, r.Id)
@@ -177,8 +181,12 @@ func (s *Service) Create(ctx context.Context, r *migratev1.CreateRequest) (*migr
 	if err := shim.WriteJSON(e.dir, shim.MetaFile, e.meta); err != nil {
 		return fail(fmt.Errorf("create %s: %w", r.Id, err))
 	}
+	runBundle, err := s.layerRootfs(e.dir, bundle)
+	if err != nil {
+		return fail(fmt.Errorf("create %s: %w", r.Id, err))
+	}
 	cmd, err := shim.Spawn(shim.SpawnOptions{Exe: s.exe, Options: shim.Options{
-		ID: r.Id, Bundle: bundle, Dir: e.dir, RuntimeRoot: s.cfg.RuntimeDir(),
+		ID: r.Id, Bundle: runBundle, Dir: e.dir, RuntimeRoot: s.cfg.RuntimeDir(),
 		LogMaxBytes: s.cfg.Logs.MaxFileBytes, LogMaxFiles: s.cfg.Logs.MaxFiles,
 		NetworkLock: s.node.networkLock(ctx), CRIUVersion: s.node.criuVersion(ctx),
 	}})
@@ -366,6 +374,9 @@ func (s *Service) Delete(ctx context.Context, r *migratev1.DeleteRequest) (*migr
 	e.mu.Unlock()
 	if err := shim.RemoveCgroups(cgs, 5*time.Second); err != nil {
 		s.log.Warn("remove shim cgroups", "id", r.Id, "err", err)
+	}
+	if err := layers.Remove(e.dir); err != nil {
+		return nil, fmt.Errorf("delete %s: %w", r.Id, err)
 	}
 	if err := os.RemoveAll(e.dir); err != nil {
 		return nil, fmt.Errorf("delete %s: %w", r.Id, err)
@@ -565,4 +576,24 @@ type progress struct {
 	phase, message string
 	done, total    int64
 	unit           string
+}
+
+// layerRootfs puts the container on a layered root: the bundle's rootfs
+// becomes (or already is) a base in the store, the container gets its own
+// overlay upper layer, and a bundle whose root is that overlay. A checkpoint
+// then carries only the container's changes.
+func (s *Service) layerRootfs(dir, bundle string) (string, error) {
+	sp, err := spec.Load(bundle)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	digest, err := s.bases.Import(spec.RootfsPath(sp, bundle))
+	if err != nil {
+		return "", err
+	}
+	l, err := s.bases.Mount(dir, digest, nil)
+	if err != nil {
+		return "", err
+	}
+	return layers.WriteBundle(dir, bundle, sp, l.Merged)
 }

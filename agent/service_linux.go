@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/migratehq/migrate/agent/config"
+	"github.com/migratehq/migrate/agent/layers"
 	"github.com/migratehq/migrate/agent/ops"
 	migratev1 "github.com/migratehq/migrate/api/migrate/v1"
 )
@@ -26,6 +27,7 @@ type Service struct {
 	events  *events
 	peers   *peers
 	node    *nodeInfo
+	bases   *layers.Store
 	bg      context.Context // outlives RPCs: operations run under it
 
 	mu         sync.Mutex
@@ -40,6 +42,7 @@ func newService(bg context.Context, cfg *config.Config, o Options, p *peers) *Se
 		cfg: cfg, exe: o.Exe, version: o.Version, started: time.Now().UTC(), log: o.Logger,
 		ops: ops.NewRegistry(), events: newEvents(), peers: p, bg: bg,
 		node:       newNodeInfo(cfg),
+		bases:      &layers.Store{Dir: cfg.BasesDir()},
 		containers: map[string]*entry{},
 		ckptBusy:   map[string]int{},
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/migratehq/migrate/criu"
 	"github.com/migratehq/migrate/runtime/container"
+	"github.com/migratehq/migrate/runtime/spec"
 )
 
 // Checkpointer dumps and restores containers of one runtime.
@@ -166,23 +167,11 @@ func freezerPath(c *container.Container) string {
 func bindMounts(s *specs.Spec) map[string]string {
 	ext := map[string]string{}
 	for _, mnt := range s.Mounts {
-		if isBind(mnt) {
+		if spec.IsBind(mnt) {
 			ext[mnt.Destination] = mnt.Destination
 		}
 	}
 	return ext
-}
-
-func isBind(m specs.Mount) bool {
-	if m.Type == "bind" {
-		return true
-	}
-	for _, o := range m.Options {
-		if o == "bind" || o == "rbind" {
-			return true
-		}
-	}
-	return false
 }
 
 func kernel() string {
@@ -257,7 +246,7 @@ func (cp *Checkpointer) Restore(ctx context.Context, dir, id string, o RestoreOp
 
 	ext := map[string]string{}
 	for _, mnt := range m.Spec.Mounts {
-		if isBind(mnt) {
+		if spec.IsBind(mnt) {
 			src := mnt.Source
 			if !filepath.IsAbs(src) {
 				src = filepath.Join(bundle, src)

@@ -227,5 +227,8 @@ func (c *Config) ContainersDir() string { return filepath.Join(c.DataDir, "conta
 // CheckpointsDir holds one directory per checkpoint (manifest, CRIU images, logs).
 func (c *Config) CheckpointsDir() string { return filepath.Join(c.DataDir, "checkpoints") }
 
+// BasesDir holds the read-only rootfs bases containers are layered on.
+func (c *Config) BasesDir() string { return filepath.Join(c.DataDir, "bases") }
+
 // RuntimeDir is the OCI runtime's state root.
 func (c *Config) RuntimeDir() string { return filepath.Join(c.DataDir, "runtime") }

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/migratehq/migrate/agent/checkpoint"
+	"github.com/migratehq/migrate/agent/layers"
 	"github.com/migratehq/migrate/agent/logs"
 	shimv1 "github.com/migratehq/migrate/api/shim/v1"
 	"github.com/migratehq/migrate/criu"
@@ -53,10 +54,15 @@ func (s *server) Checkpoint(ctx context.Context, r *shimv1.CheckpointRequest) (*
 	s.ckpt = run
 	s.mu.Unlock()
 	cp := s.o.checkpointer(s.rt)
-	m, err := cp.Checkpoint(ctx, s.c, r.Dir, checkpoint.Options{
+	opts := checkpoint.Options{
 		ID: r.Id, LeaveRunning: r.LeaveRunning,
 		Files: func(copy func(dst, src string) error) error { return s.copyLogs(copy, !r.LeaveRunning) },
-	})
+	}
+	// A layered root travels as its base's digest plus the container's changes.
+	if l, err := layers.Load(s.o.Dir); err == nil {
+		opts.Layer = &checkpoint.Layer{BaseDigest: l.BaseDigest, WriteDiff: l.WriteDiff}
+	}
+	m, err := cp.Checkpoint(ctx, s.c, r.Dir, opts)
 	run.err = err
 	s.mu.Lock()
 	if err != nil || r.LeaveRunning {

@@ -48,6 +48,9 @@ type Options struct {
 	NetworkLock string
 	// CRIUVersion is CRIU's version as the agent probed it ("" to ask CRIU).
 	CRIUVersion string
+	// Rootfs is where a restored container's root is (a layered root the
+	// agent mounted); "" means the path the checkpoint recorded.
+	Rootfs string
 }
 
 // readyMsg is written on the ready pipe.
@@ -165,7 +168,7 @@ func start(o Options) (_ *server, retErr error) {
 		// it like a created one.
 		cp := o.checkpointer(rt)
 		c, err = cp.Restore(context.Background(), o.Restore, o.ID, checkpoint.RestoreOptions{
-			Bundle: o.Bundle, Stdio: [3]*os.File{inR, outW, errW},
+			Bundle: o.Bundle, Rootfs: o.Rootfs, Stdio: [3]*os.File{inR, outW, errW},
 		})
 	}
 	// Only the container holds the write ends now: EOF on the read ends means every

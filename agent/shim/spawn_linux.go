@@ -42,6 +42,9 @@ func (o Options) Args() []string {
 	if o.CRIUVersion != "" {
 		args = append(args, "--criu-version", o.CRIUVersion)
 	}
+	if o.Rootfs != "" {
+		args = append(args, "--rootfs", o.Rootfs)
+	}
 	if o.Restore != "" {
 		args = append(args, "--restore", o.Restore)
 	}

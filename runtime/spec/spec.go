@@ -216,3 +216,16 @@ func HasNamespace(s *specs.Spec, t specs.LinuxNamespaceType) (bool, string) {
 	}
 	return false, ""
 }
+
+// IsBind reports whether m is a bind mount ("bind" type or a bind/rbind option).
+func IsBind(m specs.Mount) bool {
+	if m.Type == "bind" {
+		return true
+	}
+	for _, o := range m.Options {
+		if o == "bind" || o == "rbind" {
+			return true
+		}
+	}
+	return false
+}
