@@ -318,3 +318,31 @@ func TestRestoreRefusesBadCheckpoints(t *testing.T) {
 		t.Fatal("failed checkpoint left a partial directory")
 	}
 }
+
+// TestDumpOfPausedContainerStaysFrozen: a move relies on this. The source
+// container is paused, dumped with leave-running, and must stay frozen (not
+// run on, not die) until the target runs the copy; on failure it is resumed.
+func TestDumpOfPausedContainerStaysFrozen(t *testing.T) {
+	cp, dir := setup(t)
+	c, io := startCounter(t, cp, "frozen")
+	io.out.waitNumber(t, 3)
+	if err := c.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // output already in the pipe drains
+	before := io.out.waitNumber(t, 0)
+	if _, err := cp.Checkpoint(context.Background(), c, filepath.Join(dir, "ck"), Options{LeaveRunning: true}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // six ticks of the counter
+	if st, _ := c.State(); st.Status != "paused" {
+		t.Fatalf("after the dump the container is %s, want still paused", st.Status)
+	}
+	if now := io.out.waitNumber(t, 0); now != before {
+		t.Fatalf("a frozen container counted on during/after the dump: %d -> %d", before, now)
+	}
+	if err := c.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	io.out.waitNumber(t, before+2)
+}
