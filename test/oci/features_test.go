@@ -276,3 +276,28 @@ func TestHooks(t *testing.T) {
 		t.Fatalf("startContainer hook did not run inside the container: %s %v", data, err)
 	}
 }
+
+// TestExecGetsContainerSecurity: an exec'd process joins the container's
+// cgroup and gets its seccomp profile and no_new_privs, and its own
+// capabilities.
+func TestExecGetsContainerSecurity(t *testing.T) {
+	t.Parallel()
+	r := newRuntime(t)
+	b := r.bundle(func(s *specs.Spec) {
+		s.Linux.Seccomp = &specs.LinuxSeccomp{
+			DefaultAction: specs.ActAllow,
+			Architectures: []specs.Arch{specs.ArchX86_64},
+			Syscalls:      []specs.LinuxSyscall{{Names: []string{"mkdir", "mkdirat"}, Action: specs.ActErrno, ErrnoRet: u(1)}},
+		}
+	}, "sleep", "1000")
+	cid := id(t)
+	t.Cleanup(func() { r.cli("delete", "--force", cid) })
+	r.must("run", "--detach", "--bundle", b, cid)
+	out := r.must("exec", cid, "sh", "-c", "mkdir /tmp/x 2>&1; grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status; "+
+		"[ \"$(cat /proc/self/cgroup)\" = \"$(cat /proc/1/cgroup)\" ] && echo same-cgroup")
+	wantLines(t, out, "Operation not permitted", "NoNewPrivs:\t1", "Seccomp:\t2", "same-cgroup")
+	// And from the host: the container's cgroup holds both processes.
+	if pids := r.must("ps", "--format", "json", cid); !strings.Contains(pids, fmt.Sprint(r.state(cid).Pid)) {
+		t.Fatalf("ps: %s", pids)
+	}
+}
