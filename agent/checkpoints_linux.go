@@ -367,7 +367,7 @@ func (s *Service) restore(ctx context.Context, src restoreSource, id string, rep
 	cmd, err := shim.Spawn(shim.SpawnOptions{Exe: s.exe, Timeout: 5 * time.Minute, Options: shim.Options{
 		ID: id, Bundle: m.Runtime.Bundle, Dir: e.dir, RuntimeRoot: s.cfg.RuntimeDir(), Rootfs: rootfs,
 		LogMaxBytes: s.cfg.Logs.MaxFileBytes, LogMaxFiles: s.cfg.Logs.MaxFiles,
-		Restore: dir, NetworkLock: s.node.networkLock(ctx), CRIUVersion: s.node.criuVersion(ctx),
+		Restore: dir, NetworkLock: s.node.networkLock(ctx), CRIUVersion: s.node.criuVersion(ctx), CRIUPath: s.cfg.CRIU,
 	}})
 	if err != nil {
 		return fail(shimErr("restore", id, err))

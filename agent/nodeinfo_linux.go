@@ -37,7 +37,7 @@ func (n *nodeInfo) get(ctx context.Context) *migratev1.NodeInfo {
 			n.kernel = unix.ByteSliceToString(u.Release[:])
 		}
 		n.cgroup = CgroupMode()
-		n.criu = probeCRIU(context.WithoutCancel(ctx), &criu.Client{})
+		n.criu = probeCRIU(context.WithoutCancel(ctx), &criu.Client{Path: n.cfg.CRIU})
 	})
 	return &migratev1.NodeInfo{Name: n.cfg.Node, Kernel: n.kernel, CgroupMode: n.cgroup, Criu: proto.CloneOf(n.criu), Capacity: n.capacity()}
 }

@@ -33,6 +33,9 @@ type Config struct {
 	DataDir string `json:"dataDir"`
 	// ControlSocket is the unix socket path of the control API (mode 0600, uid 0 only).
 	ControlSocket string `json:"controlSocket"`
+	// CRIU is the CRIU binary checkpoints and restores run: an explicit path,
+	// never a PATH lookup (scripts/setup.sh installs CRIU >= 4.1 there).
+	CRIU string `json:"criu"`
 	// StopTimeout is the default grace period of stop before SIGKILL.
 	StopTimeout Duration   `json:"stopTimeout"`
 	Peer        PeerConfig `json:"peer"`

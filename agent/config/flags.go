@@ -18,6 +18,7 @@ type Overrides struct {
 	tlsDir        string
 	peers         []string
 	stopTimeout   time.Duration
+	criu          string
 }
 
 // AddFlags registers the override flags on fs.
@@ -30,6 +31,7 @@ func AddFlags(fs *pflag.FlagSet) *Overrides {
 	fs.StringVar(&o.tlsDir, "tls-dir", "", "directory with ca.pem, <node>.pem, <node>-key.pem")
 	fs.StringSliceVar(&o.peers, "peer", nil, "peer as name=host:port (repeatable; replaces the file's peers)")
 	fs.DurationVar(&o.stopTimeout, "stop-timeout", 0, "default stop grace period")
+	fs.StringVar(&o.criu, "criu", "", "CRIU binary (default /usr/local/sbin/criu)")
 	return o
 }
 
@@ -40,6 +42,9 @@ func (o *Overrides) Apply(c *Config) error {
 	}
 	if o.fs.Changed("data-dir") {
 		c.DataDir = o.dataDir
+	}
+	if o.fs.Changed("criu") {
+		c.CRIU = o.criu
 	}
 	if o.fs.Changed("socket") {
 		c.ControlSocket = o.controlSocket

@@ -150,7 +150,7 @@ func copyFile(dst, src string) error {
 
 // checkpointer is the container's CRIU front end with what the agent probed.
 func (o Options) checkpointer(rt *container.Runtime) *checkpoint.Checkpointer {
-	cp := &checkpoint.Checkpointer{Runtime: rt, CRIU: &criu.Client{}, NetworkLock: o.NetworkLock}
+	cp := &checkpoint.Checkpointer{Runtime: rt, CRIU: &criu.Client{Path: o.CRIUPath}, NetworkLock: o.NetworkLock}
 	if v, err := criu.ParseVersion(o.CRIUVersion); err == nil {
 		cp.Version = v
 	}

@@ -46,6 +46,8 @@ type Options struct {
 	// NetworkLock is CRIU's network lock backend for checkpoints and restores
 	// (criu.NetworkLock*), as the agent probed it; "" lets CRIU choose.
 	NetworkLock string
+	// CRIUPath is the CRIU binary ("" for criu.DefaultPath).
+	CRIUPath string
 	// CRIUVersion is CRIU's version as the agent probed it ("" to ask CRIU).
 	CRIUVersion string
 	// Rootfs is where a restored container's root is (a layered root the

@@ -39,6 +39,9 @@ func (o Options) Args() []string {
 	if o.NetworkLock != "" {
 		args = append(args, "--network-lock", o.NetworkLock)
 	}
+	if o.CRIUPath != "" {
+		args = append(args, "--criu", o.CRIUPath)
+	}
 	if o.CRIUVersion != "" {
 		args = append(args, "--criu-version", o.CRIUVersion)
 	}

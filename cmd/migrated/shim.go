@@ -33,6 +33,7 @@ func newShimCommand() *cobra.Command {
 	f.StringVar(&o.Restore, "restore", "", "restore the container from this checkpoint directory instead of creating it")
 	f.StringVar(&o.NetworkLock, "network-lock", "", "CRIU network lock backend (nftables or iptables)")
 	f.StringVar(&o.CRIUVersion, "criu-version", "", "CRIU version as the agent probed it")
+	f.StringVar(&o.CRIUPath, "criu", "", "CRIU binary (default /usr/local/sbin/criu)")
 	f.StringVar(&o.Rootfs, "rootfs", "", "root filesystem of a restored container (default: as checkpointed)")
 	for _, n := range []string{"id", "bundle", "dir", "runtime-root"} {
 		_ = cmd.MarkFlagRequired(n)
