@@ -143,16 +143,7 @@ func startCounter(t *testing.T, cp *Checkpointer, id string) (*container.Contain
 	bundle := testutil.NewBusyboxBundleWith(t, func(s *specs.Spec) {
 		s.Process.Args = []string{"/usr/local/bin/counter", "-interval", "50ms"}
 	})
-	io := newStdio(t)
-	c, err := cp.Runtime.Create(id, container.CreateOptions{Bundle: bundle, Stdin: io.files[0], Stdout: io.files[1], Stderr: io.files[2]})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Delete(true) })
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
-	return c, io
+	return run(t, cp, id, bundle)
 }
 
 func TestCheckpointRestoreContinues(t *testing.T) {

@@ -16,6 +16,8 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/migratehq/migrate/runtime/atomicfile"
 )
 
 // Roles, carried in a certificate's organizational unit.
@@ -188,10 +190,10 @@ func InitCluster(dir string, nodes []string, hosts map[string][]string) (*InitRe
 		if err != nil {
 			return nil, err
 		}
-		if err := writeFile(filepath.Join(dir, CAKeyFile), kp, 0o600); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(dir, CAKeyFile), kp, 0o600); err != nil {
 			return nil, err
 		}
-		if err := writeFile(filepath.Join(dir, CAFile), cp, 0o644); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(dir, CAFile), cp, 0o644); err != nil {
 			return nil, err
 		}
 		res.CreatedCA = true
@@ -207,10 +209,10 @@ func InitCluster(dir string, nodes []string, hosts map[string][]string) (*InitRe
 		if err != nil {
 			return err
 		}
-		if err := writeFile(KeyFile(dir, name), kp, 0o600); err != nil {
+		if err := atomicfile.WriteFile(KeyFile(dir, name), kp, 0o600); err != nil {
 			return err
 		}
-		if err := writeFile(CertFile(dir, name), cp, 0o644); err != nil {
+		if err := atomicfile.WriteFile(CertFile(dir, name), cp, 0o644); err != nil {
 			return err
 		}
 		res.Issued = append(res.Issued, name)
@@ -225,31 +227,6 @@ func InitCluster(dir string, nodes []string, hosts map[string][]string) (*InitRe
 		return nil, err
 	}
 	return res, nil
-}
-
-// writeFile writes atomically: temp file, fsync, rename.
-func writeFile(path string, b []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
 
 func serial() *big.Int {

@@ -15,6 +15,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/migratehq/migrate/runtime/atomicfile"
 	"github.com/migratehq/migrate/runtime/caps"
 	"github.com/migratehq/migrate/runtime/cgroups"
 	"github.com/migratehq/migrate/runtime/hooks"
@@ -368,7 +369,7 @@ func writePidFile(path string, pid int) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(abs, []byte(strconv.Itoa(pid)), 0o644); err != nil {
+	if err := atomicfile.WriteFile(abs, []byte(strconv.Itoa(pid)), 0o644); err != nil {
 		return fmt.Errorf("pid file %s: %w", path, err)
 	}
 	return nil

@@ -10,6 +10,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/migratehq/migrate/runtime/atomicfile"
 	"github.com/migratehq/migrate/runtime/cgroups"
 )
 
@@ -43,48 +44,12 @@ type persisted struct {
 	NamespacePaths map[string]string `json:"namespacePaths,omitempty"`
 }
 
-// writeFileAtomic writes data to path via a temporary file, fsync and rename,
-// then fsyncs the directory, so readers see the old or the new content only.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
 func (p *persisted) save(dir string) error {
 	data, err := json.MarshalIndent(p, "", "  ")
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(dir, stateFile), data, 0o600)
+	return atomicfile.WriteFile(filepath.Join(dir, stateFile), data, 0o600)
 }
 
 func loadPersisted(dir string) (*persisted, error) {
