@@ -124,11 +124,25 @@ func (cp *Checkpointer) Checkpoint(ctx context.Context, c *container.Container, 
 		ExtMounts: bindMounts(s), NetworkLock: cp.NetworkLock,
 		FreezeCgroup: freezerPath(c),
 	}
+	// A container left running must not change its files between the dump
+	// and the rootfs diff, or a copy would run memory and files of different
+	// moments: keep it frozen across both. CRIU leaves a frozen cgroup frozen.
 	start := time.Now()
+	pausedHere := false
+	if o.LeaveRunning && o.Layer != nil && st.Status == specs.StateRunning {
+		if err := c.Pause(); err != nil {
+			return nil, fmt.Errorf("checkpoint %s: %w", id, err)
+		}
+		pausedHere = true
+		defer func() {
+			if pausedHere {
+				_ = c.Resume()
+			}
+		}()
+	}
 	if err := cp.CRIU.Dump(ctx, opts, criu.NoNotify{}); err != nil {
 		return nil, fmt.Errorf("checkpoint %s: %w", id, err)
 	}
-	m.Downtime = time.Since(start)
 	if o.Layer != nil {
 		m.Rootfs.BaseDigest = o.Layer.BaseDigest
 		m.Rootfs.Diff = "rootfs-diff.tar"
@@ -136,6 +150,13 @@ func (cp *Checkpointer) Checkpoint(ctx context.Context, c *container.Container, 
 			return nil, fmt.Errorf("checkpoint %s: rootfs diff: %w", id, err)
 		}
 	}
+	if pausedHere {
+		pausedHere = false
+		if err := c.Resume(); err != nil {
+			return nil, fmt.Errorf("checkpoint %s: resume: %w", id, err)
+		}
+	}
+	m.Downtime = time.Since(start)
 	if o.Files != nil {
 		if err := o.Files(func(dst, src string) error { return copyInto(tmp, dst, src) }); err != nil {
 			return nil, fmt.Errorf("checkpoint %s: extra files: %w", id, err)
