@@ -22,6 +22,7 @@ import (
 	"github.com/migratehq/migrate/agent/pki"
 	"github.com/migratehq/migrate/agent/shim"
 	migratev1 "github.com/migratehq/migrate/api/migrate/v1"
+	"github.com/migratehq/migrate/transfer"
 )
 
 // ErrLocked is returned by Run when another agent uses the data directory.
@@ -56,7 +57,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		}
 		o.Exe = exe
 	}
-	for _, d := range []string{cfg.DataDir, cfg.ContainersDir(), cfg.RuntimeDir(), cfg.CheckpointsDir()} {
+	for _, d := range []string{cfg.DataDir, cfg.ContainersDir(), cfg.RuntimeDir(), cfg.CheckpointsDir(), movesDir(cfg.DataDir), incomingDir(cfg.DataDir)} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return fmt.Errorf("data directory: %w", err)
 		}
@@ -90,6 +91,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		return err
 	}
 	s.removeStaleImports()
+	s.removeStaleMoves()
 	// Probe CRIU once: shims get its network lock backend for checkpoints.
 	if ci := s.node.get(ctx).GetCriu(); ci.GetError() != "" {
 		o.Logger.Warn("CRIU unavailable: checkpoint and restore will fail", "err", ci.GetError())
@@ -119,6 +121,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		peerSrv := grpc.NewServer(opts...)
 		migratev1.RegisterPeerServer(peerSrv, &peerAPI{s: s})
 		migratev1.RegisterControlServer(peerSrv, &controlAPI{s: s})
+		transfer.RegisterServer(peerSrv, s.incoming)
 		go func() { errc <- fmt.Errorf("peer listener: %w", peerSrv.Serve(pl)) }()
 		defer peerSrv.Stop()
 		o.Logger.Info("peer listener", "addr", pl.Addr().String())

@@ -111,6 +111,10 @@ func (a *controlAPI) InspectCheckpoint(ctx context.Context, r *migratev1.Inspect
 	return res, toStatus(err)
 }
 
+func (a *controlAPI) Move(r *migratev1.MoveRequest, ss migratev1.Control_MoveServer) error {
+	return toStatus(a.s.Move(ss.Context(), r, ss.Send))
+}
+
 func (a *controlAPI) DeleteCheckpoint(ctx context.Context, r *migratev1.DeleteCheckpointRequest) (*migratev1.DeleteCheckpointResponse, error) {
 	res, err := a.s.DeleteCheckpoint(ctx, r)
 	return res, toStatus(err)
@@ -130,6 +134,21 @@ func (a *peerAPI) Ping(context.Context, *migratev1.PingRequest) (*migratev1.Ping
 
 func (a *peerAPI) NodeInfo(ctx context.Context, _ *migratev1.PeerNodeInfoRequest) (*migratev1.PeerNodeInfoResponse, error) {
 	return &migratev1.PeerNodeInfoResponse{Node: a.s.nodeInfo(ctx)}, nil
+}
+
+func (a *peerAPI) PrepareMove(ctx context.Context, r *migratev1.PrepareMoveRequest) (*migratev1.PrepareMoveResponse, error) {
+	res, err := a.s.PrepareMove(ctx, r)
+	return res, toStatus(err)
+}
+
+func (a *peerAPI) RestoreMoved(ctx context.Context, r *migratev1.RestoreMovedRequest) (*migratev1.RestoreMovedResponse, error) {
+	res, err := a.s.RestoreMoved(ctx, r)
+	return res, toStatus(err)
+}
+
+func (a *peerAPI) AbortMove(ctx context.Context, r *migratev1.AbortMoveRequest) (*migratev1.AbortMoveResponse, error) {
+	res, err := a.s.AbortMove(ctx, r)
+	return res, toStatus(err)
 }
 
 // tlsIdentity returns the verified identity of an mTLS caller.
@@ -159,6 +178,9 @@ func authorizeTLS(ctx context.Context, method string) error {
 	case strings.HasPrefix(method, "/migrate.v1.Control/") && id.Role == pki.RoleAdmin:
 		return nil
 	case strings.HasPrefix(method, "/migrate.v1.Peer/") && (id.Role == pki.RoleNode || id.Role == pki.RoleAdmin):
+		return nil
+	case strings.HasPrefix(method, "/migrate.transfer.v1.Transfer/") && id.Role == pki.RoleNode:
+		// Only nodes send checkpoints to each other.
 		return nil
 	}
 	return status.Errorf(codes.PermissionDenied, "%s %q may not call %s", id.Role, id.Name, method)

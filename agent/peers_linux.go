@@ -33,9 +33,18 @@ func (p *peers) files() pki.Files {
 	return pki.Files{CA: p.cfg.TLS.CA, Cert: p.cfg.TLS.Cert, Key: p.cfg.TLS.Key}
 }
 
-// client returns a Peer client for name; the TLS config makes the connection fail
-// unless the server's certificate is of our CA and names exactly that peer.
+// client returns a Peer client for name; see conn.
 func (p *peers) client(name string) (migratev1.PeerClient, error) {
+	c, err := p.conn(name)
+	if err != nil {
+		return nil, err
+	}
+	return migratev1.NewPeerClient(c), nil
+}
+
+// conn returns the connection to peer name; the TLS config makes the connection
+// fail unless the server's certificate is of our CA and names exactly that peer.
+func (p *peers) conn(name string) (*grpc.ClientConn, error) {
 	addr, ok := p.cfg.Peers[name]
 	if !ok {
 		return nil, fmt.Errorf("peer %q: %w", name, ErrNotFound)
@@ -43,7 +52,7 @@ func (p *peers) client(name string) (migratev1.PeerClient, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if c, ok := p.conns[name]; ok {
-		return migratev1.NewPeerClient(c), nil
+		return c, nil
 	}
 	tc, err := pki.ClientConfig(p.files(), name)
 	if err != nil {
@@ -54,7 +63,7 @@ func (p *peers) client(name string) (migratev1.PeerClient, error) {
 		return nil, fmt.Errorf("peer %s: %w", name, err)
 	}
 	p.conns[name] = c
-	return migratev1.NewPeerClient(c), nil
+	return c, nil
 }
 
 func (p *peers) statuses(ctx context.Context) []*migratev1.NodeStatus {

@@ -14,6 +14,7 @@ import (
 	"github.com/migratehq/migrate/agent/layers"
 	"github.com/migratehq/migrate/agent/ops"
 	migratev1 "github.com/migratehq/migrate/api/migrate/v1"
+	"github.com/migratehq/migrate/transfer"
 )
 
 // Service is the local implementation of the control API.
@@ -28,7 +29,10 @@ type Service struct {
 	peers   *peers
 	node    *nodeInfo
 	bases   *layers.Store
-	bg      context.Context // outlives RPCs: operations run under it
+	moves   *moveTable
+	// incoming receives the files of moves to this node, under <data>/incoming.
+	incoming *transfer.Receiver
+	bg       context.Context // outlives RPCs: operations run under it
 
 	mu         sync.Mutex
 	containers map[string]*entry // guarded by mu
@@ -43,6 +47,8 @@ func newService(bg context.Context, cfg *config.Config, o Options, p *peers) *Se
 		ops: ops.NewRegistry(), events: newEvents(), peers: p, bg: bg,
 		node:       newNodeInfo(cfg),
 		bases:      &layers.Store{Dir: cfg.BasesDir()},
+		moves:      newMoveTable(),
+		incoming:   &transfer.Receiver{Root: incomingDir(cfg.DataDir)},
 		containers: map[string]*entry{},
 		ckptBusy:   map[string]int{},
 	}
@@ -77,6 +83,8 @@ func (s *Service) watch(ctx context.Context, op *ops.Op, send func(*migratev1.Op
 				ev.Container = res
 			case *migratev1.Checkpoint:
 				ev.Checkpoint = res
+			case *migratev1.MoveResult:
+				ev.Move = res
 			}
 		}
 		return send(ev)

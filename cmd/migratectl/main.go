@@ -34,7 +34,7 @@ func run(args []string) int {
 		newStopCommand(g), newKillCommand(g), newRmCommand(g),
 		newNodesCommand(g), newVersionCommand(g), newClusterCommand(g),
 		newOperationsCommand(g), newEventsCommand(g),
-		newCheckpointCommand(g), newRestoreCommand(g), newCheckpointsCommand(g),
+		newCheckpointCommand(g), newRestoreCommand(g), newCheckpointsCommand(g), newMoveCommand(g),
 	)
 	root.SetArgs(args)
 	// Flag and argument errors are usage errors.

@@ -1950,6 +1950,69 @@ func (*DeleteCheckpointResponse) Descriptor() ([]byte, []int) {
 	return file_migrate_v1_control_proto_rawDescGZIP(), []int{36}
 }
 
+type MoveRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Container to move.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Name of the target node, as configured under peers.
+	To string `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	// "cold" (default) or "auto"; auto picks cold until live modes exist.
+	Mode          string `protobuf:"bytes,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveRequest) Reset() {
+	*x = MoveRequest{}
+	mi := &file_migrate_v1_control_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveRequest) ProtoMessage() {}
+
+func (x *MoveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_migrate_v1_control_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveRequest.ProtoReflect.Descriptor instead.
+func (*MoveRequest) Descriptor() ([]byte, []int) {
+	return file_migrate_v1_control_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *MoveRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *MoveRequest) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *MoveRequest) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
 var File_migrate_v1_control_proto protoreflect.FileDescriptor
 
 const file_migrate_v1_control_proto_rawDesc = "" +
@@ -2069,11 +2132,15 @@ const file_migrate_v1_control_proto_rawDesc = "" +
 	"\tspec_json\x18\x03 \x01(\fR\bspecJson\"-\n" +
 	"\x17DeleteCheckpointRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x1a\n" +
-	"\x18DeleteCheckpointResponse*U\n" +
+	"\x18DeleteCheckpointResponse\"A\n" +
+	"\vMoveRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\x12\x12\n" +
+	"\x04mode\x18\x03 \x01(\tR\x04mode*U\n" +
 	"\tLogStream\x12\x1a\n" +
 	"\x16LOG_STREAM_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11LOG_STREAM_STDOUT\x10\x01\x12\x15\n" +
-	"\x11LOG_STREAM_STDERR\x10\x022\xaa\v\n" +
+	"\x11LOG_STREAM_STDERR\x10\x022\xe9\v\n" +
 	"\aControl\x12?\n" +
 	"\x06Create\x12\x19.migrate.v1.CreateRequest\x1a\x1a.migrate.v1.CreateResponse\x12<\n" +
 	"\x05Start\x12\x18.migrate.v1.StartRequest\x1a\x19.migrate.v1.StartResponse\x12=\n" +
@@ -2095,7 +2162,8 @@ const file_migrate_v1_control_proto_rawDesc = "" +
 	"\aRestore\x12\x1a.migrate.v1.RestoreRequest\x1a\x1a.migrate.v1.OperationEvent0\x01\x12Z\n" +
 	"\x0fListCheckpoints\x12\".migrate.v1.ListCheckpointsRequest\x1a#.migrate.v1.ListCheckpointsResponse\x12`\n" +
 	"\x11InspectCheckpoint\x12$.migrate.v1.InspectCheckpointRequest\x1a%.migrate.v1.InspectCheckpointResponse\x12]\n" +
-	"\x10DeleteCheckpoint\x12#.migrate.v1.DeleteCheckpointRequest\x1a$.migrate.v1.DeleteCheckpointResponseB7Z5github.com/migratehq/migrate/api/migrate/v1;migratev1b\x06proto3"
+	"\x10DeleteCheckpoint\x12#.migrate.v1.DeleteCheckpointRequest\x1a$.migrate.v1.DeleteCheckpointResponse\x12=\n" +
+	"\x04Move\x12\x17.migrate.v1.MoveRequest\x1a\x1a.migrate.v1.OperationEvent0\x01B7Z5github.com/migratehq/migrate/api/migrate/v1;migratev1b\x06proto3"
 
 var (
 	file_migrate_v1_control_proto_rawDescOnce sync.Once
@@ -2110,7 +2178,7 @@ func file_migrate_v1_control_proto_rawDescGZIP() []byte {
 }
 
 var file_migrate_v1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_migrate_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_migrate_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_migrate_v1_control_proto_goTypes = []any{
 	(LogStream)(0),                    // 0: migrate.v1.LogStream
 	(*CreateRequest)(nil),             // 1: migrate.v1.CreateRequest
@@ -2150,32 +2218,33 @@ var file_migrate_v1_control_proto_goTypes = []any{
 	(*InspectCheckpointResponse)(nil), // 35: migrate.v1.InspectCheckpointResponse
 	(*DeleteCheckpointRequest)(nil),   // 36: migrate.v1.DeleteCheckpointRequest
 	(*DeleteCheckpointResponse)(nil),  // 37: migrate.v1.DeleteCheckpointResponse
-	(*Container)(nil),                 // 38: migrate.v1.Container
-	(*timestamppb.Timestamp)(nil),     // 39: google.protobuf.Timestamp
-	(*NodeInfo)(nil),                  // 40: migrate.v1.NodeInfo
-	(*Operation)(nil),                 // 41: migrate.v1.Operation
-	(*Checkpoint)(nil),                // 42: migrate.v1.Checkpoint
-	(*CheckpointFile)(nil),            // 43: migrate.v1.CheckpointFile
-	(*OperationEvent)(nil),            // 44: migrate.v1.OperationEvent
+	(*MoveRequest)(nil),               // 38: migrate.v1.MoveRequest
+	(*Container)(nil),                 // 39: migrate.v1.Container
+	(*timestamppb.Timestamp)(nil),     // 40: google.protobuf.Timestamp
+	(*NodeInfo)(nil),                  // 41: migrate.v1.NodeInfo
+	(*Operation)(nil),                 // 42: migrate.v1.Operation
+	(*Checkpoint)(nil),                // 43: migrate.v1.Checkpoint
+	(*CheckpointFile)(nil),            // 44: migrate.v1.CheckpointFile
+	(*OperationEvent)(nil),            // 45: migrate.v1.OperationEvent
 }
 var file_migrate_v1_control_proto_depIdxs = []int32{
-	38, // 0: migrate.v1.CreateResponse.container:type_name -> migrate.v1.Container
-	38, // 1: migrate.v1.StartResponse.container:type_name -> migrate.v1.Container
-	38, // 2: migrate.v1.ListResponse.containers:type_name -> migrate.v1.Container
-	38, // 3: migrate.v1.InspectResponse.container:type_name -> migrate.v1.Container
-	39, // 4: migrate.v1.LogsRequest.since:type_name -> google.protobuf.Timestamp
-	39, // 5: migrate.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
+	39, // 0: migrate.v1.CreateResponse.container:type_name -> migrate.v1.Container
+	39, // 1: migrate.v1.StartResponse.container:type_name -> migrate.v1.Container
+	39, // 2: migrate.v1.ListResponse.containers:type_name -> migrate.v1.Container
+	39, // 3: migrate.v1.InspectResponse.container:type_name -> migrate.v1.Container
+	40, // 4: migrate.v1.LogsRequest.since:type_name -> google.protobuf.Timestamp
+	40, // 5: migrate.v1.LogEntry.time:type_name -> google.protobuf.Timestamp
 	0,  // 6: migrate.v1.LogEntry.stream:type_name -> migrate.v1.LogStream
 	0,  // 7: migrate.v1.ExecOutput.stream:type_name -> migrate.v1.LogStream
-	40, // 8: migrate.v1.NodeInfoResponse.node:type_name -> migrate.v1.NodeInfo
-	40, // 9: migrate.v1.NodeStatus.info:type_name -> migrate.v1.NodeInfo
+	41, // 8: migrate.v1.NodeInfoResponse.node:type_name -> migrate.v1.NodeInfo
+	41, // 9: migrate.v1.NodeStatus.info:type_name -> migrate.v1.NodeInfo
 	21, // 10: migrate.v1.NodesResponse.nodes:type_name -> migrate.v1.NodeStatus
-	41, // 11: migrate.v1.ListOperationsResponse.operations:type_name -> migrate.v1.Operation
-	39, // 12: migrate.v1.Event.time:type_name -> google.protobuf.Timestamp
-	38, // 13: migrate.v1.Event.container:type_name -> migrate.v1.Container
-	42, // 14: migrate.v1.ListCheckpointsResponse.checkpoints:type_name -> migrate.v1.Checkpoint
-	42, // 15: migrate.v1.InspectCheckpointResponse.checkpoint:type_name -> migrate.v1.Checkpoint
-	43, // 16: migrate.v1.InspectCheckpointResponse.files:type_name -> migrate.v1.CheckpointFile
+	42, // 11: migrate.v1.ListOperationsResponse.operations:type_name -> migrate.v1.Operation
+	40, // 12: migrate.v1.Event.time:type_name -> google.protobuf.Timestamp
+	39, // 13: migrate.v1.Event.container:type_name -> migrate.v1.Container
+	43, // 14: migrate.v1.ListCheckpointsResponse.checkpoints:type_name -> migrate.v1.Checkpoint
+	43, // 15: migrate.v1.InspectCheckpointResponse.checkpoint:type_name -> migrate.v1.Checkpoint
+	44, // 16: migrate.v1.InspectCheckpointResponse.files:type_name -> migrate.v1.CheckpointFile
 	1,  // 17: migrate.v1.Control.Create:input_type -> migrate.v1.CreateRequest
 	3,  // 18: migrate.v1.Control.Start:input_type -> migrate.v1.StartRequest
 	5,  // 19: migrate.v1.Control.Stop:input_type -> migrate.v1.StopRequest
@@ -2196,28 +2265,30 @@ var file_migrate_v1_control_proto_depIdxs = []int32{
 	32, // 34: migrate.v1.Control.ListCheckpoints:input_type -> migrate.v1.ListCheckpointsRequest
 	34, // 35: migrate.v1.Control.InspectCheckpoint:input_type -> migrate.v1.InspectCheckpointRequest
 	36, // 36: migrate.v1.Control.DeleteCheckpoint:input_type -> migrate.v1.DeleteCheckpointRequest
-	2,  // 37: migrate.v1.Control.Create:output_type -> migrate.v1.CreateResponse
-	4,  // 38: migrate.v1.Control.Start:output_type -> migrate.v1.StartResponse
-	44, // 39: migrate.v1.Control.Stop:output_type -> migrate.v1.OperationEvent
-	7,  // 40: migrate.v1.Control.Kill:output_type -> migrate.v1.KillResponse
-	9,  // 41: migrate.v1.Control.Delete:output_type -> migrate.v1.DeleteResponse
-	11, // 42: migrate.v1.Control.List:output_type -> migrate.v1.ListResponse
-	13, // 43: migrate.v1.Control.Inspect:output_type -> migrate.v1.InspectResponse
-	15, // 44: migrate.v1.Control.Logs:output_type -> migrate.v1.LogEntry
-	17, // 45: migrate.v1.Control.Exec:output_type -> migrate.v1.ExecOutput
-	19, // 46: migrate.v1.Control.NodeInfo:output_type -> migrate.v1.NodeInfoResponse
-	22, // 47: migrate.v1.Control.Nodes:output_type -> migrate.v1.NodesResponse
-	24, // 48: migrate.v1.Control.ListOperations:output_type -> migrate.v1.ListOperationsResponse
-	44, // 49: migrate.v1.Control.WatchOperation:output_type -> migrate.v1.OperationEvent
-	27, // 50: migrate.v1.Control.CancelOperation:output_type -> migrate.v1.CancelOperationResponse
-	29, // 51: migrate.v1.Control.Events:output_type -> migrate.v1.Event
-	44, // 52: migrate.v1.Control.Checkpoint:output_type -> migrate.v1.OperationEvent
-	44, // 53: migrate.v1.Control.Restore:output_type -> migrate.v1.OperationEvent
-	33, // 54: migrate.v1.Control.ListCheckpoints:output_type -> migrate.v1.ListCheckpointsResponse
-	35, // 55: migrate.v1.Control.InspectCheckpoint:output_type -> migrate.v1.InspectCheckpointResponse
-	37, // 56: migrate.v1.Control.DeleteCheckpoint:output_type -> migrate.v1.DeleteCheckpointResponse
-	37, // [37:57] is the sub-list for method output_type
-	17, // [17:37] is the sub-list for method input_type
+	38, // 37: migrate.v1.Control.Move:input_type -> migrate.v1.MoveRequest
+	2,  // 38: migrate.v1.Control.Create:output_type -> migrate.v1.CreateResponse
+	4,  // 39: migrate.v1.Control.Start:output_type -> migrate.v1.StartResponse
+	45, // 40: migrate.v1.Control.Stop:output_type -> migrate.v1.OperationEvent
+	7,  // 41: migrate.v1.Control.Kill:output_type -> migrate.v1.KillResponse
+	9,  // 42: migrate.v1.Control.Delete:output_type -> migrate.v1.DeleteResponse
+	11, // 43: migrate.v1.Control.List:output_type -> migrate.v1.ListResponse
+	13, // 44: migrate.v1.Control.Inspect:output_type -> migrate.v1.InspectResponse
+	15, // 45: migrate.v1.Control.Logs:output_type -> migrate.v1.LogEntry
+	17, // 46: migrate.v1.Control.Exec:output_type -> migrate.v1.ExecOutput
+	19, // 47: migrate.v1.Control.NodeInfo:output_type -> migrate.v1.NodeInfoResponse
+	22, // 48: migrate.v1.Control.Nodes:output_type -> migrate.v1.NodesResponse
+	24, // 49: migrate.v1.Control.ListOperations:output_type -> migrate.v1.ListOperationsResponse
+	45, // 50: migrate.v1.Control.WatchOperation:output_type -> migrate.v1.OperationEvent
+	27, // 51: migrate.v1.Control.CancelOperation:output_type -> migrate.v1.CancelOperationResponse
+	29, // 52: migrate.v1.Control.Events:output_type -> migrate.v1.Event
+	45, // 53: migrate.v1.Control.Checkpoint:output_type -> migrate.v1.OperationEvent
+	45, // 54: migrate.v1.Control.Restore:output_type -> migrate.v1.OperationEvent
+	33, // 55: migrate.v1.Control.ListCheckpoints:output_type -> migrate.v1.ListCheckpointsResponse
+	35, // 56: migrate.v1.Control.InspectCheckpoint:output_type -> migrate.v1.InspectCheckpointResponse
+	37, // 57: migrate.v1.Control.DeleteCheckpoint:output_type -> migrate.v1.DeleteCheckpointResponse
+	45, // 58: migrate.v1.Control.Move:output_type -> migrate.v1.OperationEvent
+	38, // [38:59] is the sub-list for method output_type
+	17, // [17:38] is the sub-list for method input_type
 	17, // [17:17] is the sub-list for extension type_name
 	17, // [17:17] is the sub-list for extension extendee
 	0,  // [0:17] is the sub-list for field type_name
@@ -2235,7 +2306,7 @@ func file_migrate_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_migrate_v1_control_proto_rawDesc), len(file_migrate_v1_control_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   37,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

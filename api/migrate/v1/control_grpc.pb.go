@@ -39,6 +39,7 @@ const (
 	Control_ListCheckpoints_FullMethodName   = "/migrate.v1.Control/ListCheckpoints"
 	Control_InspectCheckpoint_FullMethodName = "/migrate.v1.Control/InspectCheckpoint"
 	Control_DeleteCheckpoint_FullMethodName  = "/migrate.v1.Control/DeleteCheckpoint"
+	Control_Move_FullMethodName              = "/migrate.v1.Control/Move"
 )
 
 // ControlClient is the client API for Control service.
@@ -92,6 +93,10 @@ type ControlClient interface {
 	ListCheckpoints(ctx context.Context, in *ListCheckpointsRequest, opts ...grpc.CallOption) (*ListCheckpointsResponse, error)
 	InspectCheckpoint(ctx context.Context, in *InspectCheckpointRequest, opts ...grpc.CallOption) (*InspectCheckpointResponse, error)
 	DeleteCheckpoint(ctx context.Context, in *DeleteCheckpointRequest, opts ...grpc.CallOption) (*DeleteCheckpointResponse, error)
+	// Move moves a running container to another node (docs/move.md). A long
+	// operation: the last event carries the MoveResult. The container runs on exactly
+	// one node: on any failure before the target runs it, it runs on here again.
+	Move(ctx context.Context, in *MoveRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[OperationEvent], error)
 }
 
 type controlClient struct {
@@ -365,6 +370,25 @@ func (c *controlClient) DeleteCheckpoint(ctx context.Context, in *DeleteCheckpoi
 	return out, nil
 }
 
+func (c *controlClient) Move(ctx context.Context, in *MoveRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[OperationEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Control_ServiceDesc.Streams[7], Control_Move_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[MoveRequest, OperationEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Control_MoveClient = grpc.ServerStreamingClient[OperationEvent]
+
 // ControlServer is the server API for Control service.
 // All implementations must embed UnimplementedControlServer
 // for forward compatibility.
@@ -416,6 +440,10 @@ type ControlServer interface {
 	ListCheckpoints(context.Context, *ListCheckpointsRequest) (*ListCheckpointsResponse, error)
 	InspectCheckpoint(context.Context, *InspectCheckpointRequest) (*InspectCheckpointResponse, error)
 	DeleteCheckpoint(context.Context, *DeleteCheckpointRequest) (*DeleteCheckpointResponse, error)
+	// Move moves a running container to another node (docs/move.md). A long
+	// operation: the last event carries the MoveResult. The container runs on exactly
+	// one node: on any failure before the target runs it, it runs on here again.
+	Move(*MoveRequest, grpc.ServerStreamingServer[OperationEvent]) error
 	mustEmbedUnimplementedControlServer()
 }
 
@@ -485,6 +513,9 @@ func (UnimplementedControlServer) InspectCheckpoint(context.Context, *InspectChe
 }
 func (UnimplementedControlServer) DeleteCheckpoint(context.Context, *DeleteCheckpointRequest) (*DeleteCheckpointResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteCheckpoint not implemented")
+}
+func (UnimplementedControlServer) Move(*MoveRequest, grpc.ServerStreamingServer[OperationEvent]) error {
+	return status.Error(codes.Unimplemented, "method Move not implemented")
 }
 func (UnimplementedControlServer) mustEmbedUnimplementedControlServer() {}
 func (UnimplementedControlServer) testEmbeddedByValue()                 {}
@@ -818,6 +849,17 @@ func _Control_DeleteCheckpoint_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Control_Move_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(MoveRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ControlServer).Move(m, &grpc.GenericServerStream[MoveRequest, OperationEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Control_MoveServer = grpc.ServerStreamingServer[OperationEvent]
+
 // Control_ServiceDesc is the grpc.ServiceDesc for Control service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -912,6 +954,11 @@ var Control_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Restore",
 			Handler:       _Control_Restore_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Move",
+			Handler:       _Control_Move_Handler,
 			ServerStreams: true,
 		},
 	},

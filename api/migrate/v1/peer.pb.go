@@ -22,6 +22,306 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type PrepareMoveRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	// Digest of the container's rootfs base ("sha256:<hex>"); empty for none.
+	BaseDigest    string `protobuf:"bytes,2,opt,name=base_digest,json=baseDigest,proto3" json:"base_digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrepareMoveRequest) Reset() {
+	*x = PrepareMoveRequest{}
+	mi := &file_migrate_v1_peer_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrepareMoveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrepareMoveRequest) ProtoMessage() {}
+
+func (x *PrepareMoveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_migrate_v1_peer_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrepareMoveRequest.ProtoReflect.Descriptor instead.
+func (*PrepareMoveRequest) Descriptor() ([]byte, []int) {
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *PrepareMoveRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *PrepareMoveRequest) GetBaseDigest() string {
+	if x != nil {
+		return x.BaseDigest
+	}
+	return ""
+}
+
+type PrepareMoveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	HasBase       bool                   `protobuf:"varint,1,opt,name=has_base,json=hasBase,proto3" json:"has_base,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrepareMoveResponse) Reset() {
+	*x = PrepareMoveResponse{}
+	mi := &file_migrate_v1_peer_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrepareMoveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrepareMoveResponse) ProtoMessage() {}
+
+func (x *PrepareMoveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_migrate_v1_peer_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrepareMoveResponse.ProtoReflect.Descriptor instead.
+func (*PrepareMoveResponse) Descriptor() ([]byte, []int) {
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PrepareMoveResponse) GetHasBase() bool {
+	if x != nil {
+		return x.HasBase
+	}
+	return false
+}
+
+type RestoreMovedRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Transfer (migrate.transfer.v1) holding checkpoint/ and, if sent, base.tar.
+	TransferId  string `protobuf:"bytes,1,opt,name=transfer_id,json=transferId,proto3" json:"transfer_id,omitempty"`
+	ContainerId string `protobuf:"bytes,2,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	// Name of the source node, for events and logs.
+	From          string `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreMovedRequest) Reset() {
+	*x = RestoreMovedRequest{}
+	mi := &file_migrate_v1_peer_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreMovedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreMovedRequest) ProtoMessage() {}
+
+func (x *RestoreMovedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_migrate_v1_peer_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreMovedRequest.ProtoReflect.Descriptor instead.
+func (*RestoreMovedRequest) Descriptor() ([]byte, []int) {
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RestoreMovedRequest) GetTransferId() string {
+	if x != nil {
+		return x.TransferId
+	}
+	return ""
+}
+
+func (x *RestoreMovedRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *RestoreMovedRequest) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+type RestoreMovedResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Container     *Container             `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestoreMovedResponse) Reset() {
+	*x = RestoreMovedResponse{}
+	mi := &file_migrate_v1_peer_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestoreMovedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestoreMovedResponse) ProtoMessage() {}
+
+func (x *RestoreMovedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_migrate_v1_peer_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestoreMovedResponse.ProtoReflect.Descriptor instead.
+func (*RestoreMovedResponse) Descriptor() ([]byte, []int) {
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RestoreMovedResponse) GetContainer() *Container {
+	if x != nil {
+		return x.Container
+	}
+	return nil
+}
+
+type AbortMoveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TransferId    string                 `protobuf:"bytes,1,opt,name=transfer_id,json=transferId,proto3" json:"transfer_id,omitempty"`
+	ContainerId   string                 `protobuf:"bytes,2,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AbortMoveRequest) Reset() {
+	*x = AbortMoveRequest{}
+	mi := &file_migrate_v1_peer_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AbortMoveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AbortMoveRequest) ProtoMessage() {}
+
+func (x *AbortMoveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_migrate_v1_peer_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AbortMoveRequest.ProtoReflect.Descriptor instead.
+func (*AbortMoveRequest) Descriptor() ([]byte, []int) {
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *AbortMoveRequest) GetTransferId() string {
+	if x != nil {
+		return x.TransferId
+	}
+	return ""
+}
+
+func (x *AbortMoveRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+type AbortMoveResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Whether the target had restored the container (it is deleted again).
+	RemovedContainer bool `protobuf:"varint,1,opt,name=removed_container,json=removedContainer,proto3" json:"removed_container,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *AbortMoveResponse) Reset() {
+	*x = AbortMoveResponse{}
+	mi := &file_migrate_v1_peer_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AbortMoveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AbortMoveResponse) ProtoMessage() {}
+
+func (x *AbortMoveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_migrate_v1_peer_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AbortMoveResponse.ProtoReflect.Descriptor instead.
+func (*AbortMoveResponse) Descriptor() ([]byte, []int) {
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *AbortMoveResponse) GetRemovedContainer() bool {
+	if x != nil {
+		return x.RemovedContainer
+	}
+	return false
+}
+
 type PingRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Name of the calling node, as in its certificate.
@@ -33,7 +333,7 @@ type PingRequest struct {
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_migrate_v1_peer_proto_msgTypes[0]
+	mi := &file_migrate_v1_peer_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -45,7 +345,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_migrate_v1_peer_proto_msgTypes[0]
+	mi := &file_migrate_v1_peer_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -58,7 +358,7 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{0}
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PingRequest) GetFrom() string {
@@ -85,7 +385,7 @@ type PingResponse struct {
 
 func (x *PingResponse) Reset() {
 	*x = PingResponse{}
-	mi := &file_migrate_v1_peer_proto_msgTypes[1]
+	mi := &file_migrate_v1_peer_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -97,7 +397,7 @@ func (x *PingResponse) String() string {
 func (*PingResponse) ProtoMessage() {}
 
 func (x *PingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_migrate_v1_peer_proto_msgTypes[1]
+	mi := &file_migrate_v1_peer_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -110,7 +410,7 @@ func (x *PingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingResponse.ProtoReflect.Descriptor instead.
 func (*PingResponse) Descriptor() ([]byte, []int) {
-	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{1}
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PingResponse) GetNode() string {
@@ -135,7 +435,7 @@ type PeerNodeInfoRequest struct {
 
 func (x *PeerNodeInfoRequest) Reset() {
 	*x = PeerNodeInfoRequest{}
-	mi := &file_migrate_v1_peer_proto_msgTypes[2]
+	mi := &file_migrate_v1_peer_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -147,7 +447,7 @@ func (x *PeerNodeInfoRequest) String() string {
 func (*PeerNodeInfoRequest) ProtoMessage() {}
 
 func (x *PeerNodeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_migrate_v1_peer_proto_msgTypes[2]
+	mi := &file_migrate_v1_peer_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -160,7 +460,7 @@ func (x *PeerNodeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerNodeInfoRequest.ProtoReflect.Descriptor instead.
 func (*PeerNodeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{2}
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{8}
 }
 
 type PeerNodeInfoResponse struct {
@@ -172,7 +472,7 @@ type PeerNodeInfoResponse struct {
 
 func (x *PeerNodeInfoResponse) Reset() {
 	*x = PeerNodeInfoResponse{}
-	mi := &file_migrate_v1_peer_proto_msgTypes[3]
+	mi := &file_migrate_v1_peer_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -184,7 +484,7 @@ func (x *PeerNodeInfoResponse) String() string {
 func (*PeerNodeInfoResponse) ProtoMessage() {}
 
 func (x *PeerNodeInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_migrate_v1_peer_proto_msgTypes[3]
+	mi := &file_migrate_v1_peer_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -197,7 +497,7 @@ func (x *PeerNodeInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerNodeInfoResponse.ProtoReflect.Descriptor instead.
 func (*PeerNodeInfoResponse) Descriptor() ([]byte, []int) {
-	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{3}
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PeerNodeInfoResponse) GetNode() *NodeInfo {
@@ -212,7 +512,26 @@ var File_migrate_v1_peer_proto protoreflect.FileDescriptor
 const file_migrate_v1_peer_proto_rawDesc = "" +
 	"\n" +
 	"\x15migrate/v1/peer.proto\x12\n" +
-	"migrate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16migrate/v1/types.proto\"V\n" +
+	"migrate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16migrate/v1/types.proto\"X\n" +
+	"\x12PrepareMoveRequest\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x1f\n" +
+	"\vbase_digest\x18\x02 \x01(\tR\n" +
+	"baseDigest\"0\n" +
+	"\x13PrepareMoveResponse\x12\x19\n" +
+	"\bhas_base\x18\x01 \x01(\bR\ahasBase\"m\n" +
+	"\x13RestoreMovedRequest\x12\x1f\n" +
+	"\vtransfer_id\x18\x01 \x01(\tR\n" +
+	"transferId\x12!\n" +
+	"\fcontainer_id\x18\x02 \x01(\tR\vcontainerId\x12\x12\n" +
+	"\x04from\x18\x03 \x01(\tR\x04from\"K\n" +
+	"\x14RestoreMovedResponse\x123\n" +
+	"\tcontainer\x18\x01 \x01(\v2\x15.migrate.v1.ContainerR\tcontainer\"V\n" +
+	"\x10AbortMoveRequest\x12\x1f\n" +
+	"\vtransfer_id\x18\x01 \x01(\tR\n" +
+	"transferId\x12!\n" +
+	"\fcontainer_id\x18\x02 \x01(\tR\vcontainerId\"@\n" +
+	"\x11AbortMoveResponse\x12+\n" +
+	"\x11removed_container\x18\x01 \x01(\bR\x10removedContainer\"V\n" +
 	"\vPingRequest\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x123\n" +
 	"\asent_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\"R\n" +
@@ -221,10 +540,13 @@ const file_migrate_v1_peer_proto_rawDesc = "" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\x15\n" +
 	"\x13PeerNodeInfoRequest\"@\n" +
 	"\x14PeerNodeInfoResponse\x12(\n" +
-	"\x04node\x18\x01 \x01(\v2\x14.migrate.v1.NodeInfoR\x04node2\x90\x01\n" +
+	"\x04node\x18\x01 \x01(\v2\x14.migrate.v1.NodeInfoR\x04node2\xfd\x02\n" +
 	"\x04Peer\x129\n" +
 	"\x04Ping\x12\x17.migrate.v1.PingRequest\x1a\x18.migrate.v1.PingResponse\x12M\n" +
-	"\bNodeInfo\x12\x1f.migrate.v1.PeerNodeInfoRequest\x1a .migrate.v1.PeerNodeInfoResponseB7Z5github.com/migratehq/migrate/api/migrate/v1;migratev1b\x06proto3"
+	"\bNodeInfo\x12\x1f.migrate.v1.PeerNodeInfoRequest\x1a .migrate.v1.PeerNodeInfoResponse\x12N\n" +
+	"\vPrepareMove\x12\x1e.migrate.v1.PrepareMoveRequest\x1a\x1f.migrate.v1.PrepareMoveResponse\x12Q\n" +
+	"\fRestoreMoved\x12\x1f.migrate.v1.RestoreMovedRequest\x1a .migrate.v1.RestoreMovedResponse\x12H\n" +
+	"\tAbortMove\x12\x1c.migrate.v1.AbortMoveRequest\x1a\x1d.migrate.v1.AbortMoveResponseB7Z5github.com/migratehq/migrate/api/migrate/v1;migratev1b\x06proto3"
 
 var (
 	file_migrate_v1_peer_proto_rawDescOnce sync.Once
@@ -238,28 +560,42 @@ func file_migrate_v1_peer_proto_rawDescGZIP() []byte {
 	return file_migrate_v1_peer_proto_rawDescData
 }
 
-var file_migrate_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_migrate_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_migrate_v1_peer_proto_goTypes = []any{
-	(*PingRequest)(nil),           // 0: migrate.v1.PingRequest
-	(*PingResponse)(nil),          // 1: migrate.v1.PingResponse
-	(*PeerNodeInfoRequest)(nil),   // 2: migrate.v1.PeerNodeInfoRequest
-	(*PeerNodeInfoResponse)(nil),  // 3: migrate.v1.PeerNodeInfoResponse
-	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
-	(*NodeInfo)(nil),              // 5: migrate.v1.NodeInfo
+	(*PrepareMoveRequest)(nil),    // 0: migrate.v1.PrepareMoveRequest
+	(*PrepareMoveResponse)(nil),   // 1: migrate.v1.PrepareMoveResponse
+	(*RestoreMovedRequest)(nil),   // 2: migrate.v1.RestoreMovedRequest
+	(*RestoreMovedResponse)(nil),  // 3: migrate.v1.RestoreMovedResponse
+	(*AbortMoveRequest)(nil),      // 4: migrate.v1.AbortMoveRequest
+	(*AbortMoveResponse)(nil),     // 5: migrate.v1.AbortMoveResponse
+	(*PingRequest)(nil),           // 6: migrate.v1.PingRequest
+	(*PingResponse)(nil),          // 7: migrate.v1.PingResponse
+	(*PeerNodeInfoRequest)(nil),   // 8: migrate.v1.PeerNodeInfoRequest
+	(*PeerNodeInfoResponse)(nil),  // 9: migrate.v1.PeerNodeInfoResponse
+	(*Container)(nil),             // 10: migrate.v1.Container
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(*NodeInfo)(nil),              // 12: migrate.v1.NodeInfo
 }
 var file_migrate_v1_peer_proto_depIdxs = []int32{
-	4, // 0: migrate.v1.PingRequest.sent_at:type_name -> google.protobuf.Timestamp
-	4, // 1: migrate.v1.PingResponse.time:type_name -> google.protobuf.Timestamp
-	5, // 2: migrate.v1.PeerNodeInfoResponse.node:type_name -> migrate.v1.NodeInfo
-	0, // 3: migrate.v1.Peer.Ping:input_type -> migrate.v1.PingRequest
-	2, // 4: migrate.v1.Peer.NodeInfo:input_type -> migrate.v1.PeerNodeInfoRequest
-	1, // 5: migrate.v1.Peer.Ping:output_type -> migrate.v1.PingResponse
-	3, // 6: migrate.v1.Peer.NodeInfo:output_type -> migrate.v1.PeerNodeInfoResponse
-	5, // [5:7] is the sub-list for method output_type
-	3, // [3:5] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	10, // 0: migrate.v1.RestoreMovedResponse.container:type_name -> migrate.v1.Container
+	11, // 1: migrate.v1.PingRequest.sent_at:type_name -> google.protobuf.Timestamp
+	11, // 2: migrate.v1.PingResponse.time:type_name -> google.protobuf.Timestamp
+	12, // 3: migrate.v1.PeerNodeInfoResponse.node:type_name -> migrate.v1.NodeInfo
+	6,  // 4: migrate.v1.Peer.Ping:input_type -> migrate.v1.PingRequest
+	8,  // 5: migrate.v1.Peer.NodeInfo:input_type -> migrate.v1.PeerNodeInfoRequest
+	0,  // 6: migrate.v1.Peer.PrepareMove:input_type -> migrate.v1.PrepareMoveRequest
+	2,  // 7: migrate.v1.Peer.RestoreMoved:input_type -> migrate.v1.RestoreMovedRequest
+	4,  // 8: migrate.v1.Peer.AbortMove:input_type -> migrate.v1.AbortMoveRequest
+	7,  // 9: migrate.v1.Peer.Ping:output_type -> migrate.v1.PingResponse
+	9,  // 10: migrate.v1.Peer.NodeInfo:output_type -> migrate.v1.PeerNodeInfoResponse
+	1,  // 11: migrate.v1.Peer.PrepareMove:output_type -> migrate.v1.PrepareMoveResponse
+	3,  // 12: migrate.v1.Peer.RestoreMoved:output_type -> migrate.v1.RestoreMovedResponse
+	5,  // 13: migrate.v1.Peer.AbortMove:output_type -> migrate.v1.AbortMoveResponse
+	9,  // [9:14] is the sub-list for method output_type
+	4,  // [4:9] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_migrate_v1_peer_proto_init() }
@@ -274,7 +610,7 @@ func file_migrate_v1_peer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_migrate_v1_peer_proto_rawDesc), len(file_migrate_v1_peer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

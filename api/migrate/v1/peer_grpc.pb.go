@@ -19,8 +19,11 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Peer_Ping_FullMethodName     = "/migrate.v1.Peer/Ping"
-	Peer_NodeInfo_FullMethodName = "/migrate.v1.Peer/NodeInfo"
+	Peer_Ping_FullMethodName         = "/migrate.v1.Peer/Ping"
+	Peer_NodeInfo_FullMethodName     = "/migrate.v1.Peer/NodeInfo"
+	Peer_PrepareMove_FullMethodName  = "/migrate.v1.Peer/PrepareMove"
+	Peer_RestoreMoved_FullMethodName = "/migrate.v1.Peer/RestoreMoved"
+	Peer_AbortMove_FullMethodName    = "/migrate.v1.Peer/AbortMove"
 )
 
 // PeerClient is the client API for Peer service.
@@ -28,10 +31,22 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // Peer is the agent-to-agent API, served only over mutual TLS 1.3 with certificates of
-// the cluster CA. Later work adds checkpoint streaming and move hand-off here.
+// the cluster CA. Checkpoint files travel over the Transfer service
+// (migrate.transfer.v1) on the same server; docs/move.md has the move protocol.
 type PeerClient interface {
 	Ping(ctx context.Context, in *PingRequest, opts ...grpc.CallOption) (*PingResponse, error)
 	NodeInfo(ctx context.Context, in *PeerNodeInfoRequest, opts ...grpc.CallOption) (*PeerNodeInfoResponse, error)
+	// PrepareMove asks, before the source touches the container, whether the target
+	// can take it: ALREADY_EXISTS if it has a container of that id; it says whether it
+	// holds the rootfs base.
+	PrepareMove(ctx context.Context, in *PrepareMoveRequest, opts ...grpc.CallOption) (*PrepareMoveResponse, error)
+	// RestoreMoved restores a container from a completed transfer and replies only
+	// once it runs on the target. On error the target keeps nothing of the move.
+	RestoreMoved(ctx context.Context, in *RestoreMovedRequest, opts ...grpc.CallOption) (*RestoreMovedResponse, error)
+	// AbortMove undoes whatever the target holds of a move: a partial transfer, a
+	// restored container. The source resumes its container only after this succeeded
+	// (or RestoreMoved refused): the container must never run on both nodes.
+	AbortMove(ctx context.Context, in *AbortMoveRequest, opts ...grpc.CallOption) (*AbortMoveResponse, error)
 }
 
 type peerClient struct {
@@ -62,15 +77,57 @@ func (c *peerClient) NodeInfo(ctx context.Context, in *PeerNodeInfoRequest, opts
 	return out, nil
 }
 
+func (c *peerClient) PrepareMove(ctx context.Context, in *PrepareMoveRequest, opts ...grpc.CallOption) (*PrepareMoveResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PrepareMoveResponse)
+	err := c.cc.Invoke(ctx, Peer_PrepareMove_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *peerClient) RestoreMoved(ctx context.Context, in *RestoreMovedRequest, opts ...grpc.CallOption) (*RestoreMovedResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RestoreMovedResponse)
+	err := c.cc.Invoke(ctx, Peer_RestoreMoved_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *peerClient) AbortMove(ctx context.Context, in *AbortMoveRequest, opts ...grpc.CallOption) (*AbortMoveResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AbortMoveResponse)
+	err := c.cc.Invoke(ctx, Peer_AbortMove_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServer is the server API for Peer service.
 // All implementations must embed UnimplementedPeerServer
 // for forward compatibility.
 //
 // Peer is the agent-to-agent API, served only over mutual TLS 1.3 with certificates of
-// the cluster CA. Later work adds checkpoint streaming and move hand-off here.
+// the cluster CA. Checkpoint files travel over the Transfer service
+// (migrate.transfer.v1) on the same server; docs/move.md has the move protocol.
 type PeerServer interface {
 	Ping(context.Context, *PingRequest) (*PingResponse, error)
 	NodeInfo(context.Context, *PeerNodeInfoRequest) (*PeerNodeInfoResponse, error)
+	// PrepareMove asks, before the source touches the container, whether the target
+	// can take it: ALREADY_EXISTS if it has a container of that id; it says whether it
+	// holds the rootfs base.
+	PrepareMove(context.Context, *PrepareMoveRequest) (*PrepareMoveResponse, error)
+	// RestoreMoved restores a container from a completed transfer and replies only
+	// once it runs on the target. On error the target keeps nothing of the move.
+	RestoreMoved(context.Context, *RestoreMovedRequest) (*RestoreMovedResponse, error)
+	// AbortMove undoes whatever the target holds of a move: a partial transfer, a
+	// restored container. The source resumes its container only after this succeeded
+	// (or RestoreMoved refused): the container must never run on both nodes.
+	AbortMove(context.Context, *AbortMoveRequest) (*AbortMoveResponse, error)
 	mustEmbedUnimplementedPeerServer()
 }
 
@@ -86,6 +143,15 @@ func (UnimplementedPeerServer) Ping(context.Context, *PingRequest) (*PingRespons
 }
 func (UnimplementedPeerServer) NodeInfo(context.Context, *PeerNodeInfoRequest) (*PeerNodeInfoResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method NodeInfo not implemented")
+}
+func (UnimplementedPeerServer) PrepareMove(context.Context, *PrepareMoveRequest) (*PrepareMoveResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PrepareMove not implemented")
+}
+func (UnimplementedPeerServer) RestoreMoved(context.Context, *RestoreMovedRequest) (*RestoreMovedResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RestoreMoved not implemented")
+}
+func (UnimplementedPeerServer) AbortMove(context.Context, *AbortMoveRequest) (*AbortMoveResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AbortMove not implemented")
 }
 func (UnimplementedPeerServer) mustEmbedUnimplementedPeerServer() {}
 func (UnimplementedPeerServer) testEmbeddedByValue()              {}
@@ -144,6 +210,60 @@ func _Peer_NodeInfo_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Peer_PrepareMove_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PrepareMoveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).PrepareMove(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_PrepareMove_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).PrepareMove(ctx, req.(*PrepareMoveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Peer_RestoreMoved_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RestoreMovedRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).RestoreMoved(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_RestoreMoved_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).RestoreMoved(ctx, req.(*RestoreMovedRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Peer_AbortMove_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AbortMoveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).AbortMove(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_AbortMove_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).AbortMove(ctx, req.(*AbortMoveRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Peer_ServiceDesc is the grpc.ServiceDesc for Peer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -158,6 +278,18 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "NodeInfo",
 			Handler:    _Peer_NodeInfo_Handler,
+		},
+		{
+			MethodName: "PrepareMove",
+			Handler:    _Peer_PrepareMove_Handler,
+		},
+		{
+			MethodName: "RestoreMoved",
+			Handler:    _Peer_RestoreMoved_Handler,
+		},
+		{
+			MethodName: "AbortMove",
+			Handler:    _Peer_AbortMove_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -482,7 +482,9 @@ type OperationEvent struct {
 	// Set on the final event of an operation that produces a container.
 	Container *Container `protobuf:"bytes,4,opt,name=container,proto3" json:"container,omitempty"`
 	// Set on the final event of a checkpoint operation.
-	Checkpoint    *Checkpoint `protobuf:"bytes,5,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	Checkpoint *Checkpoint `protobuf:"bytes,5,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	// Set on the final event of a move that succeeded.
+	Move          *MoveResult `protobuf:"bytes,6,opt,name=move,proto3" json:"move,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -552,6 +554,161 @@ func (x *OperationEvent) GetCheckpoint() *Checkpoint {
 	return nil
 }
 
+func (x *OperationEvent) GetMove() *MoveResult {
+	if x != nil {
+		return x.Move
+	}
+	return nil
+}
+
+// MoveResult summarises a finished move.
+type MoveResult struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	From        string                 `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
+	To          string                 `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`
+	// The mode used ("cold").
+	Mode string `protobuf:"bytes,4,opt,name=mode,proto3" json:"mode,omitempty"`
+	// From the pause on the source to the container running on the target.
+	Downtime *durationpb.Duration `protobuf:"bytes,5,opt,name=downtime,proto3" json:"downtime,omitempty"`
+	// Phase durations.
+	Dump     *durationpb.Duration `protobuf:"bytes,6,opt,name=dump,proto3" json:"dump,omitempty"`
+	Transfer *durationpb.Duration `protobuf:"bytes,7,opt,name=transfer,proto3" json:"transfer,omitempty"`
+	Restore  *durationpb.Duration `protobuf:"bytes,8,opt,name=restore,proto3" json:"restore,omitempty"`
+	// Bytes sent to the target before and after compression (checkpoint and base).
+	RawBytes  int64 `protobuf:"varint,9,opt,name=raw_bytes,json=rawBytes,proto3" json:"raw_bytes,omitempty"`
+	WireBytes int64 `protobuf:"varint,10,opt,name=wire_bytes,json=wireBytes,proto3" json:"wire_bytes,omitempty"`
+	// Whether the container's rootfs base was sent (the target did not have it), and
+	// its serialised size.
+	BaseSent  bool  `protobuf:"varint,11,opt,name=base_sent,json=baseSent,proto3" json:"base_sent,omitempty"`
+	BaseBytes int64 `protobuf:"varint,12,opt,name=base_bytes,json=baseBytes,proto3" json:"base_bytes,omitempty"`
+	// The container as the target describes it.
+	Container     *Container `protobuf:"bytes,13,opt,name=container,proto3" json:"container,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveResult) Reset() {
+	*x = MoveResult{}
+	mi := &file_migrate_v1_types_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveResult) ProtoMessage() {}
+
+func (x *MoveResult) ProtoReflect() protoreflect.Message {
+	mi := &file_migrate_v1_types_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveResult.ProtoReflect.Descriptor instead.
+func (*MoveResult) Descriptor() ([]byte, []int) {
+	return file_migrate_v1_types_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *MoveResult) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *MoveResult) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *MoveResult) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *MoveResult) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *MoveResult) GetDowntime() *durationpb.Duration {
+	if x != nil {
+		return x.Downtime
+	}
+	return nil
+}
+
+func (x *MoveResult) GetDump() *durationpb.Duration {
+	if x != nil {
+		return x.Dump
+	}
+	return nil
+}
+
+func (x *MoveResult) GetTransfer() *durationpb.Duration {
+	if x != nil {
+		return x.Transfer
+	}
+	return nil
+}
+
+func (x *MoveResult) GetRestore() *durationpb.Duration {
+	if x != nil {
+		return x.Restore
+	}
+	return nil
+}
+
+func (x *MoveResult) GetRawBytes() int64 {
+	if x != nil {
+		return x.RawBytes
+	}
+	return 0
+}
+
+func (x *MoveResult) GetWireBytes() int64 {
+	if x != nil {
+		return x.WireBytes
+	}
+	return 0
+}
+
+func (x *MoveResult) GetBaseSent() bool {
+	if x != nil {
+		return x.BaseSent
+	}
+	return false
+}
+
+func (x *MoveResult) GetBaseBytes() int64 {
+	if x != nil {
+		return x.BaseBytes
+	}
+	return 0
+}
+
+func (x *MoveResult) GetContainer() *Container {
+	if x != nil {
+		return x.Container
+	}
+	return nil
+}
+
 // Checkpoint summarises a checkpoint stored on a node (its manifest).
 type Checkpoint struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -583,7 +740,7 @@ type Checkpoint struct {
 
 func (x *Checkpoint) Reset() {
 	*x = Checkpoint{}
-	mi := &file_migrate_v1_types_proto_msgTypes[4]
+	mi := &file_migrate_v1_types_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -595,7 +752,7 @@ func (x *Checkpoint) String() string {
 func (*Checkpoint) ProtoMessage() {}
 
 func (x *Checkpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_migrate_v1_types_proto_msgTypes[4]
+	mi := &file_migrate_v1_types_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -608,7 +765,7 @@ func (x *Checkpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Checkpoint.ProtoReflect.Descriptor instead.
 func (*Checkpoint) Descriptor() ([]byte, []int) {
-	return file_migrate_v1_types_proto_rawDescGZIP(), []int{4}
+	return file_migrate_v1_types_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Checkpoint) GetName() string {
@@ -721,7 +878,7 @@ type CheckpointFile struct {
 
 func (x *CheckpointFile) Reset() {
 	*x = CheckpointFile{}
-	mi := &file_migrate_v1_types_proto_msgTypes[5]
+	mi := &file_migrate_v1_types_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -733,7 +890,7 @@ func (x *CheckpointFile) String() string {
 func (*CheckpointFile) ProtoMessage() {}
 
 func (x *CheckpointFile) ProtoReflect() protoreflect.Message {
-	mi := &file_migrate_v1_types_proto_msgTypes[5]
+	mi := &file_migrate_v1_types_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -746,7 +903,7 @@ func (x *CheckpointFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointFile.ProtoReflect.Descriptor instead.
 func (*CheckpointFile) Descriptor() ([]byte, []int) {
-	return file_migrate_v1_types_proto_rawDescGZIP(), []int{5}
+	return file_migrate_v1_types_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CheckpointFile) GetPath() string {
@@ -787,7 +944,7 @@ type CriuInfo struct {
 
 func (x *CriuInfo) Reset() {
 	*x = CriuInfo{}
-	mi := &file_migrate_v1_types_proto_msgTypes[6]
+	mi := &file_migrate_v1_types_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -799,7 +956,7 @@ func (x *CriuInfo) String() string {
 func (*CriuInfo) ProtoMessage() {}
 
 func (x *CriuInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_migrate_v1_types_proto_msgTypes[6]
+	mi := &file_migrate_v1_types_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -812,7 +969,7 @@ func (x *CriuInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CriuInfo.ProtoReflect.Descriptor instead.
 func (*CriuInfo) Descriptor() ([]byte, []int) {
-	return file_migrate_v1_types_proto_rawDescGZIP(), []int{6}
+	return file_migrate_v1_types_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CriuInfo) GetVersion() string {
@@ -862,7 +1019,7 @@ type Capacity struct {
 
 func (x *Capacity) Reset() {
 	*x = Capacity{}
-	mi := &file_migrate_v1_types_proto_msgTypes[7]
+	mi := &file_migrate_v1_types_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -874,7 +1031,7 @@ func (x *Capacity) String() string {
 func (*Capacity) ProtoMessage() {}
 
 func (x *Capacity) ProtoReflect() protoreflect.Message {
-	mi := &file_migrate_v1_types_proto_msgTypes[7]
+	mi := &file_migrate_v1_types_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -887,7 +1044,7 @@ func (x *Capacity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Capacity.ProtoReflect.Descriptor instead.
 func (*Capacity) Descriptor() ([]byte, []int) {
-	return file_migrate_v1_types_proto_rawDescGZIP(), []int{7}
+	return file_migrate_v1_types_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Capacity) GetCpus() int32 {
@@ -936,7 +1093,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_migrate_v1_types_proto_msgTypes[8]
+	mi := &file_migrate_v1_types_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -948,7 +1105,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_migrate_v1_types_proto_msgTypes[8]
+	mi := &file_migrate_v1_types_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -961,7 +1118,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_migrate_v1_types_proto_rawDescGZIP(), []int{8}
+	return file_migrate_v1_types_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *NodeInfo) GetName() string {
@@ -1071,7 +1228,7 @@ const file_migrate_v1_types_proto_rawDesc = "" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x12\n" +
 	"\x04done\x18\x03 \x01(\x03R\x04done\x12\x14\n" +
 	"\x05total\x18\x04 \x01(\x03R\x05total\x12\x12\n" +
-	"\x04unit\x18\x05 \x01(\tR\x04unit\"\x94\x02\n" +
+	"\x04unit\x18\x05 \x01(\tR\x04unit\"\xc0\x02\n" +
 	"\x0eOperationEvent\x123\n" +
 	"\toperation\x18\x01 \x01(\v2\x15.migrate.v1.OperationR\toperation\x120\n" +
 	"\bprogress\x18\x02 \x01(\v2\x14.migrate.v1.ProgressR\bprogress\x12.\n" +
@@ -1079,7 +1236,26 @@ const file_migrate_v1_types_proto_rawDesc = "" +
 	"\tcontainer\x18\x04 \x01(\v2\x15.migrate.v1.ContainerR\tcontainer\x126\n" +
 	"\n" +
 	"checkpoint\x18\x05 \x01(\v2\x16.migrate.v1.CheckpointR\n" +
-	"checkpoint\"\xb9\x03\n" +
+	"checkpoint\x12*\n" +
+	"\x04move\x18\x06 \x01(\v2\x16.migrate.v1.MoveResultR\x04move\"\xe6\x03\n" +
+	"\n" +
+	"MoveResult\x12!\n" +
+	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x12\n" +
+	"\x04from\x18\x02 \x01(\tR\x04from\x12\x0e\n" +
+	"\x02to\x18\x03 \x01(\tR\x02to\x12\x12\n" +
+	"\x04mode\x18\x04 \x01(\tR\x04mode\x125\n" +
+	"\bdowntime\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bdowntime\x12-\n" +
+	"\x04dump\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x04dump\x125\n" +
+	"\btransfer\x18\a \x01(\v2\x19.google.protobuf.DurationR\btransfer\x123\n" +
+	"\arestore\x18\b \x01(\v2\x19.google.protobuf.DurationR\arestore\x12\x1b\n" +
+	"\traw_bytes\x18\t \x01(\x03R\brawBytes\x12\x1d\n" +
+	"\n" +
+	"wire_bytes\x18\n" +
+	" \x01(\x03R\twireBytes\x12\x1b\n" +
+	"\tbase_sent\x18\v \x01(\bR\bbaseSent\x12\x1d\n" +
+	"\n" +
+	"base_bytes\x18\f \x01(\x03R\tbaseBytes\x123\n" +
+	"\tcontainer\x18\r \x01(\v2\x15.migrate.v1.ContainerR\tcontainer\"\xb9\x03\n" +
 	"\n" +
 	"Checkpoint\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
@@ -1160,7 +1336,7 @@ func file_migrate_v1_types_proto_rawDescGZIP() []byte {
 }
 
 var file_migrate_v1_types_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_migrate_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_migrate_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_migrate_v1_types_proto_goTypes = []any{
 	(ContainerStatus)(0),          // 0: migrate.v1.ContainerStatus
 	(OperationState)(0),           // 1: migrate.v1.OperationState
@@ -1168,41 +1344,48 @@ var file_migrate_v1_types_proto_goTypes = []any{
 	(*Operation)(nil),             // 3: migrate.v1.Operation
 	(*Progress)(nil),              // 4: migrate.v1.Progress
 	(*OperationEvent)(nil),        // 5: migrate.v1.OperationEvent
-	(*Checkpoint)(nil),            // 6: migrate.v1.Checkpoint
-	(*CheckpointFile)(nil),        // 7: migrate.v1.CheckpointFile
-	(*CriuInfo)(nil),              // 8: migrate.v1.CriuInfo
-	(*Capacity)(nil),              // 9: migrate.v1.Capacity
-	(*NodeInfo)(nil),              // 10: migrate.v1.NodeInfo
-	nil,                           // 11: migrate.v1.Container.AnnotationsEntry
-	nil,                           // 12: migrate.v1.CriuInfo.FeaturesEntry
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 14: google.protobuf.Duration
+	(*MoveResult)(nil),            // 6: migrate.v1.MoveResult
+	(*Checkpoint)(nil),            // 7: migrate.v1.Checkpoint
+	(*CheckpointFile)(nil),        // 8: migrate.v1.CheckpointFile
+	(*CriuInfo)(nil),              // 9: migrate.v1.CriuInfo
+	(*Capacity)(nil),              // 10: migrate.v1.Capacity
+	(*NodeInfo)(nil),              // 11: migrate.v1.NodeInfo
+	nil,                           // 12: migrate.v1.Container.AnnotationsEntry
+	nil,                           // 13: migrate.v1.CriuInfo.FeaturesEntry
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
 }
 var file_migrate_v1_types_proto_depIdxs = []int32{
 	0,  // 0: migrate.v1.Container.status:type_name -> migrate.v1.ContainerStatus
-	13, // 1: migrate.v1.Container.created_at:type_name -> google.protobuf.Timestamp
-	13, // 2: migrate.v1.Container.started_at:type_name -> google.protobuf.Timestamp
-	13, // 3: migrate.v1.Container.exited_at:type_name -> google.protobuf.Timestamp
-	11, // 4: migrate.v1.Container.annotations:type_name -> migrate.v1.Container.AnnotationsEntry
+	14, // 1: migrate.v1.Container.created_at:type_name -> google.protobuf.Timestamp
+	14, // 2: migrate.v1.Container.started_at:type_name -> google.protobuf.Timestamp
+	14, // 3: migrate.v1.Container.exited_at:type_name -> google.protobuf.Timestamp
+	12, // 4: migrate.v1.Container.annotations:type_name -> migrate.v1.Container.AnnotationsEntry
 	1,  // 5: migrate.v1.Operation.state:type_name -> migrate.v1.OperationState
-	13, // 6: migrate.v1.Operation.started_at:type_name -> google.protobuf.Timestamp
-	13, // 7: migrate.v1.Operation.ended_at:type_name -> google.protobuf.Timestamp
+	14, // 6: migrate.v1.Operation.started_at:type_name -> google.protobuf.Timestamp
+	14, // 7: migrate.v1.Operation.ended_at:type_name -> google.protobuf.Timestamp
 	3,  // 8: migrate.v1.OperationEvent.operation:type_name -> migrate.v1.Operation
 	4,  // 9: migrate.v1.OperationEvent.progress:type_name -> migrate.v1.Progress
-	13, // 10: migrate.v1.OperationEvent.time:type_name -> google.protobuf.Timestamp
+	14, // 10: migrate.v1.OperationEvent.time:type_name -> google.protobuf.Timestamp
 	2,  // 11: migrate.v1.OperationEvent.container:type_name -> migrate.v1.Container
-	6,  // 12: migrate.v1.OperationEvent.checkpoint:type_name -> migrate.v1.Checkpoint
-	13, // 13: migrate.v1.Checkpoint.created_at:type_name -> google.protobuf.Timestamp
-	14, // 14: migrate.v1.Checkpoint.downtime:type_name -> google.protobuf.Duration
-	12, // 15: migrate.v1.CriuInfo.features:type_name -> migrate.v1.CriuInfo.FeaturesEntry
-	8,  // 16: migrate.v1.NodeInfo.criu:type_name -> migrate.v1.CriuInfo
-	9,  // 17: migrate.v1.NodeInfo.capacity:type_name -> migrate.v1.Capacity
-	13, // 18: migrate.v1.NodeInfo.started_at:type_name -> google.protobuf.Timestamp
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	7,  // 12: migrate.v1.OperationEvent.checkpoint:type_name -> migrate.v1.Checkpoint
+	6,  // 13: migrate.v1.OperationEvent.move:type_name -> migrate.v1.MoveResult
+	15, // 14: migrate.v1.MoveResult.downtime:type_name -> google.protobuf.Duration
+	15, // 15: migrate.v1.MoveResult.dump:type_name -> google.protobuf.Duration
+	15, // 16: migrate.v1.MoveResult.transfer:type_name -> google.protobuf.Duration
+	15, // 17: migrate.v1.MoveResult.restore:type_name -> google.protobuf.Duration
+	2,  // 18: migrate.v1.MoveResult.container:type_name -> migrate.v1.Container
+	14, // 19: migrate.v1.Checkpoint.created_at:type_name -> google.protobuf.Timestamp
+	15, // 20: migrate.v1.Checkpoint.downtime:type_name -> google.protobuf.Duration
+	13, // 21: migrate.v1.CriuInfo.features:type_name -> migrate.v1.CriuInfo.FeaturesEntry
+	9,  // 22: migrate.v1.NodeInfo.criu:type_name -> migrate.v1.CriuInfo
+	10, // 23: migrate.v1.NodeInfo.capacity:type_name -> migrate.v1.Capacity
+	14, // 24: migrate.v1.NodeInfo.started_at:type_name -> google.protobuf.Timestamp
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_migrate_v1_types_proto_init() }
@@ -1216,7 +1399,7 @@ func file_migrate_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_migrate_v1_types_proto_rawDesc), len(file_migrate_v1_types_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,314 @@
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/migratehq/migrate/agent/checkpoint"
+	"github.com/migratehq/migrate/agent/layers"
+	"github.com/migratehq/migrate/agent/ops"
+	"github.com/migratehq/migrate/agent/shim"
+	migratev1 "github.com/migratehq/migrate/api/migrate/v1"
+	shimv1 "github.com/migratehq/migrate/api/shim/v1"
+	"github.com/migratehq/migrate/runtime/container"
+	"github.com/migratehq/migrate/transfer"
+	"github.com/migratehq/migrate/transfer/layer"
+)
+
+// Bounds of the steps of a move that talk to the target.
+const (
+	movePrepareTimeout = 10 * time.Second
+	moveRestoreTimeout = 5 * time.Minute
+	moveAbortTimeout   = 30 * time.Second
+)
+
+// moveMode checks a requested mode; only cold moves exist so far.
+func moveMode(m string) (string, error) {
+	switch m {
+	case "", "cold", "auto":
+		return "cold", nil
+	}
+	return "", fmt.Errorf("%w: move mode %q: use cold or auto", ErrInvalid, m)
+}
+
+// Move starts the move operation and streams its events. Everything that can be
+// refused is checked here, before the container is touched.
+func (s *Service) Move(ctx context.Context, r *migratev1.MoveRequest, send func(*migratev1.OperationEvent) error) error {
+	e, err := s.lookup(r.Id)
+	if err != nil {
+		return fmt.Errorf("move: %w", err)
+	}
+	mode, err := moveMode(r.Mode)
+	if err != nil {
+		return fmt.Errorf("move %s: %w", r.Id, err)
+	}
+	switch {
+	case r.To == "":
+		return fmt.Errorf("move %s: %w: no target node", r.Id, ErrInvalid)
+	case r.To == s.cfg.Node:
+		return fmt.Errorf("move %s: %w: %s is this node", r.Id, ErrInvalid, r.To)
+	}
+	if _, ok := s.cfg.Peers[r.To]; !ok {
+		return fmt.Errorf("move %s: node %q %w among the peers of %s", r.Id, r.To, ErrNotFound, s.cfg.Node)
+	}
+	c, err := e.shimClient(ctx)
+	if err != nil {
+		return fmt.Errorf("move: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	st, err := c.State(sctx, &shimv1.StateRequest{})
+	cancel()
+	e.dropClient(c, err)
+	if err != nil {
+		return shimErr("move", r.Id, err)
+	}
+	if st.Exited || st.Status != "running" {
+		return fmt.Errorf("move %s: %w (it is %s)", r.Id, container.ErrNotRunning, st.Status)
+	}
+	digest := ""
+	if l, err := layers.Load(e.dir); err == nil {
+		digest = l.BaseDigest
+	}
+	pc, err := s.peers.client(r.To)
+	if err != nil {
+		return fmt.Errorf("move %s: %w", r.Id, err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, movePrepareTimeout)
+	prep, err := pc.PrepareMove(pctx, &migratev1.PrepareMoveRequest{ContainerId: r.Id, BaseDigest: digest})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("move %s: node %s: %w", r.Id, r.To, peerErr(err))
+	}
+	if !s.moves.reserveOutgoing(r.Id) {
+		return fmt.Errorf("move %s: %w: a move of it is running", r.Id, ErrInvalidState)
+	}
+	plan := movePlan{id: r.Id, to: r.To, mode: mode, digest: digest, sendBase: digest != "" && !prep.HasBase, shim: c}
+	op := s.ops.Start(s.bg, "move", r.Id, func(ctx context.Context, report func(ops.Progress)) (any, error) {
+		defer s.moves.releaseOutgoing(r.Id)
+		return s.move(ctx, plan, func(p progress) {
+			report(ops.Progress{Phase: p.phase, Message: p.message, Done: p.done, Total: p.total, Unit: p.unit})
+		})
+	})
+	return s.watch(ctx, op, send)
+}
+
+// peerErr keeps a peer's own refusals (their codes) and makes a failed connection
+// ErrUnavailable with a readable reason.
+func peerErr(err error) error {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded:
+		return fmt.Errorf("%w: %s", ErrUnavailable, peerError(err))
+	}
+	return err
+}
+
+type movePlan struct {
+	id, to, mode string
+	digest       string // rootfs base; "" for a container without a layered root
+	sendBase     bool   // the target lacks the base
+	shim         *shim.Client
+}
+
+// move is the body of a cold move (docs/move.md):
+//
+//	prepare  serialise the base if the target lacks it (container still running)
+//	pause    freeze the container: from here it runs nowhere
+//	dump     CRIU dump, leave-running: the container stays frozen
+//	send     checkpoint (and base) to the target's receiver
+//	restore  the target restores; it replies once the container runs there
+//	cleanup  delete the frozen source container
+//
+// Any failure before the target's reply resumes the container here, but only once
+// the target confirmed it holds nothing of the move: the container must never run
+// on both nodes.
+func (s *Service) move(ctx context.Context, p movePlan, report func(progress)) (*migratev1.MoveResult, error) {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	moveID := "move-" + hex.EncodeToString(b)
+	work := filepath.Join(movesDir(s.cfg.DataDir), moveID)
+	if err := os.MkdirAll(work, 0o700); err != nil {
+		return nil, fmt.Errorf("move %s: %w", p.id, err)
+	}
+	defer os.RemoveAll(work)
+	res := &migratev1.MoveResult{ContainerId: p.id, From: s.cfg.Node, To: p.to, Mode: p.mode}
+
+	if p.sendBase {
+		report(progress{phase: "prepare", message: fmt.Sprintf("node %s lacks the base %s: serialising it", p.to, p.digest)})
+		n, err := s.writeBase(p.digest, filepath.Join(work, moveBaseFile))
+		if err != nil {
+			return nil, fmt.Errorf("move %s: base %s: %w", p.id, p.digest, err)
+		}
+		res.BaseSent, res.BaseBytes = true, n
+	}
+
+	rt, err := container.New(s.cfg.RuntimeDir())
+	if err != nil {
+		return nil, fmt.Errorf("move %s: %w", p.id, err)
+	}
+	ct, err := rt.Get(p.id)
+	if err != nil {
+		return nil, fmt.Errorf("move %s: %w", p.id, err)
+	}
+	report(progress{phase: "pause", message: "freezing the container"})
+	if err := ct.Pause(); err != nil {
+		return nil, fmt.Errorf("move %s: %w", p.id, err)
+	}
+	paused := time.Now()
+	// resume undoes the pause after a failure the target has no part in (yet).
+	resume := func(cause error) error {
+		if err := ct.Resume(); err != nil {
+			return fmt.Errorf("%w; resuming it on %s failed too: %v", cause, s.cfg.Node, err)
+		}
+		report(progress{phase: "resumed", message: "the container runs on " + s.cfg.Node + " again"})
+		return cause
+	}
+	// abort asks the target to drop what it has of the move, then resumes; if the
+	// target cannot confirm, the container stays frozen here.
+	abort := func(cause error) error {
+		actx, cancel := context.WithTimeout(s.bg, moveAbortTimeout)
+		defer cancel()
+		if err := s.abortOnTarget(actx, p, moveID); err != nil {
+			s.log.Error("move: target did not confirm the abort; the container stays paused", "id", p.id, "to", p.to, "err", err)
+			return fmt.Errorf("%w; node %s did not confirm it dropped the move (%v): the container is left paused on %s so it cannot run twice: resolve by hand", cause, p.to, cleanMessage(err), s.cfg.Node)
+		}
+		return resume(cause)
+	}
+
+	report(progress{phase: "dump", message: "checkpointing with CRIU (the container stays frozen)"})
+	t0 := time.Now()
+	ckpt := filepath.Join(work, moveCheckpointDir)
+	if _, err := p.shim.Checkpoint(ctx, &shimv1.CheckpointRequest{Dir: ckpt, Id: moveID, LeaveRunning: true}); err != nil {
+		return nil, resume(shimErr("move", p.id, err))
+	}
+	res.Dump = durationpb.New(time.Since(t0))
+	m, err := checkpoint.Read(ckpt)
+	if err != nil {
+		return nil, resume(fmt.Errorf("move %s: %w", p.id, err))
+	}
+
+	files, sums, err := moveFiles(work, m)
+	if err != nil {
+		return nil, resume(fmt.Errorf("move %s: %w", p.id, err))
+	}
+	conn, err := s.peers.conn(p.to)
+	if err != nil {
+		return nil, resume(fmt.Errorf("move %s: %w", p.id, err))
+	}
+	report(progress{phase: "transfer", message: fmt.Sprintf("sending %d files to %s", len(files), p.to)})
+	t0 = time.Now()
+	var shown time.Time
+	stats, err := transfer.Send(ctx, conn, moveID, work, files, transfer.SendOptions{SHA256: sums, Progress: func(tp transfer.Progress) {
+		// A checkpoint has many small files: a line per chunk would be noise.
+		done := tp.ResumedBytes + tp.RawBytes
+		if done < tp.TotalBytes && time.Since(shown) < 250*time.Millisecond {
+			return
+		}
+		shown = time.Now()
+		report(progress{phase: "transfer", done: done, total: tp.TotalBytes, unit: "bytes"})
+	}})
+	res.Transfer = durationpb.New(time.Since(t0))
+	res.RawBytes, res.WireBytes = stats.RawBytes, stats.WireBytes
+	if err != nil {
+		return nil, abort(fmt.Errorf("move %s: transfer to %s: %w", p.id, p.to, peerErr(err)))
+	}
+
+	report(progress{phase: "restore", message: "restoring on " + p.to})
+	t0 = time.Now()
+	pc, err := s.peers.client(p.to)
+	if err != nil {
+		return nil, abort(fmt.Errorf("move %s: %w", p.id, err))
+	}
+	rctx, cancel := context.WithTimeout(ctx, moveRestoreTimeout)
+	rr, err := pc.RestoreMoved(rctx, &migratev1.RestoreMovedRequest{TransferId: moveID, ContainerId: p.id, From: s.cfg.Node})
+	cancel()
+	if err != nil {
+		return nil, abort(fmt.Errorf("move %s: restore on %s: %w", p.id, p.to, peerErr(err)))
+	}
+	// The container runs on the target: from here on it must never be resumed.
+	res.Restore = durationpb.New(time.Since(t0))
+	res.Downtime = durationpb.New(time.Since(paused))
+	res.Container = rr.Container
+	report(progress{phase: "moved", message: fmt.Sprintf("running on %s after %s of downtime", p.to, res.Downtime.AsDuration().Round(time.Millisecond))})
+
+	report(progress{phase: "cleanup", message: "removing the source container"})
+	if _, err := s.Delete(s.bg, &migratev1.DeleteRequest{Id: p.id, Force: true}); err != nil {
+		// The copy here is frozen and stays so; it is not a second running copy.
+		s.log.Error("move: removing the frozen source container failed", "id", p.id, "err", err)
+		report(progress{phase: "cleanup", message: "removing the frozen source container failed: " + cleanMessage(err)})
+	}
+	s.events.publish(&migratev1.Event{Time: timestamppb.Now(), Type: "moved", ContainerId: p.id})
+	return res, nil
+}
+
+// abortOnTarget retries AbortMove until the target answers or ctx ends.
+func (s *Service) abortOnTarget(ctx context.Context, p movePlan, moveID string) error {
+	pc, err := s.peers.client(p.to)
+	if err != nil {
+		return err
+	}
+	for {
+		_, err := pc.AbortMove(ctx, &migratev1.AbortMoveRequest{TransferId: moveID, ContainerId: p.id})
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// writeBase serialises the base digest into path as one tar stream.
+func (s *Service) writeBase(digest, path string) (int64, error) {
+	base, err := s.bases.BasePath(digest)
+	if err != nil {
+		return 0, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	n, err := layer.WriteDiff(base, f)
+	if err != nil {
+		f.Close()
+		return 0, err
+	}
+	return n, f.Close()
+}
+
+// moveFiles lists the files of a move's directory for transfer.Send, with the
+// digests the checkpoint manifest already has.
+func moveFiles(work string, m *checkpoint.Manifest) ([]string, map[string]string, error) {
+	sums := map[string]string{}
+	for _, f := range m.Files {
+		sums[filepath.Join(moveCheckpointDir, f.Path)] = f.SHA256
+	}
+	var files []string
+	err := filepath.WalkDir(work, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		rel, err := filepath.Rel(work, p)
+		if err != nil {
+			return err
+		}
+		files = append(files, rel)
+		return nil
+	})
+	return files, sums, err
+}

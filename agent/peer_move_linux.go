@@ -1,0 +1,320 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/migratehq/migrate/agent/checkpoint"
+	migratev1 "github.com/migratehq/migrate/api/migrate/v1"
+	"github.com/migratehq/migrate/runtime/cgroups"
+	"github.com/migratehq/migrate/runtime/container"
+	"github.com/migratehq/migrate/transfer"
+	"github.com/migratehq/migrate/transfer/layer"
+)
+
+// Names inside a move's transfer (docs/move.md).
+const (
+	moveCheckpointDir = "checkpoint"
+	moveBaseFile      = "base.tar"
+)
+
+// moveTable tracks the moves this node takes part in: as the source, which
+// containers are being moved away; as the target, what each incoming transfer
+// has become, so AbortMove can undo a restore whose reply the source never got.
+type moveTable struct {
+	mu       sync.Mutex
+	outgoing map[string]bool          // guarded by mu; container id -> a move is running
+	incoming map[string]*incomingMove // guarded by mu; transfer id -> its state
+}
+
+// incomingMove is the target's record of one move. mu serialises RestoreMoved and
+// AbortMove of the same transfer.
+type incomingMove struct {
+	mu       sync.Mutex
+	restored string // guarded by mu; id of the container restored from it
+	aborted  bool   // guarded by mu
+}
+
+func newMoveTable() *moveTable {
+	return &moveTable{outgoing: map[string]bool{}, incoming: map[string]*incomingMove{}}
+}
+
+func (t *moveTable) reserveOutgoing(id string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.outgoing[id] {
+		return false
+	}
+	t.outgoing[id] = true
+	return true
+}
+
+func (t *moveTable) releaseOutgoing(id string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.outgoing, id)
+}
+
+func (t *moveTable) in(transferID string) *incomingMove {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	m, ok := t.incoming[transferID]
+	if !ok {
+		m = &incomingMove{}
+		t.incoming[transferID] = m
+	}
+	return m
+}
+
+// incomingDir holds the transfers peers send to this node.
+func incomingDir(dataDir string) string { return filepath.Join(dataDir, "incoming") }
+
+// movesDir holds the checkpoints of moves leaving this node, one per move.
+func movesDir(dataDir string) string { return filepath.Join(dataDir, "moves") }
+
+// PrepareMove tells a source whether this node can take the container.
+func (s *Service) PrepareMove(_ context.Context, r *migratev1.PrepareMoveRequest) (*migratev1.PrepareMoveResponse, error) {
+	if err := container.ValidateID(r.ContainerId); err != nil {
+		return nil, fmt.Errorf("prepare move: %w: %w", ErrInvalid, err)
+	}
+	if _, err := s.lookup(r.ContainerId); err == nil {
+		return nil, fmt.Errorf("move %s: node %s already has a container %w", r.ContainerId, s.cfg.Node, ErrExists)
+	}
+	out := &migratev1.PrepareMoveResponse{}
+	if r.BaseDigest != "" {
+		p, err := s.bases.BasePath(r.BaseDigest)
+		if err != nil {
+			return nil, fmt.Errorf("prepare move %s: %w: %w", r.ContainerId, ErrInvalid, err)
+		}
+		_, err = os.Stat(p)
+		out.HasBase = err == nil
+	}
+	return out, nil
+}
+
+// RestoreMoved restores a moved container from a completed transfer. Whatever
+// happens, the transfer's files are removed: a failed restore leaves nothing.
+func (s *Service) RestoreMoved(ctx context.Context, r *migratev1.RestoreMovedRequest) (*migratev1.RestoreMovedResponse, error) {
+	if err := transfer.ValidateID(r.TransferId); err != nil {
+		return nil, fmt.Errorf("restore moved: %w: %w", ErrInvalid, err)
+	}
+	if err := container.ValidateID(r.ContainerId); err != nil {
+		return nil, fmt.Errorf("restore moved: %w: %w", ErrInvalid, err)
+	}
+	in := s.moves.in(r.TransferId)
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.aborted {
+		return nil, fmt.Errorf("restore moved %s: %w: the move was aborted", r.ContainerId, ErrInvalidState)
+	}
+	if in.restored != "" {
+		// A retried call after a lost reply: the container runs already.
+		e, err := s.lookup(in.restored)
+		if err != nil {
+			return nil, fmt.Errorf("restore moved %s: %w", r.ContainerId, err)
+		}
+		c, err := s.describe(ctx, e)
+		return &migratev1.RestoreMovedResponse{Container: c}, err
+	}
+	defer func() {
+		if err := s.incoming.Remove(r.TransferId); err != nil {
+			s.log.Warn("remove incoming transfer", "transfer", r.TransferId, "err", err)
+		}
+	}()
+	c, err := s.restoreMoved(ctx, r)
+	if err != nil {
+		s.log.Warn("moved container not restored", "id", r.ContainerId, "from", r.From, "err", err)
+		return nil, err
+	}
+	in.restored = r.ContainerId
+	s.log.Info("moved container restored", "id", r.ContainerId, "from", r.From)
+	return &migratev1.RestoreMovedResponse{Container: c}, nil
+}
+
+func (s *Service) restoreMoved(ctx context.Context, r *migratev1.RestoreMovedRequest) (*migratev1.Container, error) {
+	done, err := s.incoming.Complete(r.TransferId)
+	if err != nil {
+		return nil, fmt.Errorf("restore moved %s: %w", r.ContainerId, err)
+	}
+	if !done {
+		return nil, fmt.Errorf("restore moved %s: %w: transfer %s is not complete", r.ContainerId, ErrInvalidState, r.TransferId)
+	}
+	dir := s.incoming.Dir(r.TransferId)
+	ckpt := filepath.Join(dir, moveCheckpointDir)
+	m, err := checkpoint.Verify(ckpt)
+	if err != nil {
+		return nil, fmt.Errorf("restore moved %s: %w", r.ContainerId, err)
+	}
+	if m.Rootfs.BaseDigest != "" {
+		if _, err := os.Stat(filepath.Join(dir, moveBaseFile)); err == nil {
+			if err := s.importBase(filepath.Join(dir, moveBaseFile), m.Rootfs.BaseDigest); err != nil {
+				return nil, fmt.Errorf("restore moved %s: %w", r.ContainerId, err)
+			}
+		}
+	}
+	if err := s.ownCgroup(ckpt, m, r.ContainerId); err != nil {
+		return nil, fmt.Errorf("restore moved %s: %w", r.ContainerId, err)
+	}
+	return s.restore(ctx, restoreSource{dir: ckpt}, r.ContainerId, func(p progress) {
+		s.log.Debug("restore moved", "id", r.ContainerId, "phase", p.phase, "message", p.message)
+	})
+}
+
+// ownCgroup makes sure the restored container gets a cgroup of its own. The
+// checkpoint names the source's cgroup; if that cgroup exists on this host, it is
+// not this container's to join (agents sharing a kernel, as in tests and on
+// hosts running several agents, or a stale cgroup): the restore then uses
+// <parent>/<node>/<id>. The manifest is not covered by its own checksums, so the
+// incoming copy can be rewritten.
+func (s *Service) ownCgroup(ckpt string, m *checkpoint.Manifest, id string) error {
+	if !cgroupInUse(resolveCgroup(m.Spec.Linux.CgroupsPath, id)) {
+		return nil
+	}
+	alt := s.cfg.Node + "/" + id
+	if cgroupInUse(resolveCgroup(alt, id)) {
+		return fmt.Errorf("cgroup of %s: %w on this host, as is %s", id, ErrExists, alt)
+	}
+	m.Spec.Linux.CgroupsPath = alt
+	data, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(ckpt, "."+checkpoint.ManifestName+".tmp")
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(ckpt, checkpoint.ManifestName))
+}
+
+// resolveCgroup is the cgroup path (relative to a hierarchy root) the runtime
+// gives a spec's cgroupsPath, as runtime/cgroups resolves it.
+func resolveCgroup(cgroupsPath, id string) string {
+	switch {
+	case cgroupsPath == "":
+		return cgroups.DefaultParent + "/" + id
+	case strings.HasPrefix(cgroupsPath, "/"):
+		return path.Clean(cgroupsPath)
+	}
+	return path.Join(cgroups.DefaultParent, path.Clean("/"+cgroupsPath))
+}
+
+// cgroupInUse reports whether cgroup p exists in any hierarchy (v1 or v2).
+func cgroupInUse(p string) bool {
+	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", p)); err == nil {
+		return true
+	}
+	m, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", p))
+	return len(m) > 0
+}
+
+// importBase makes the base tree serialised in tarPath the base digest: it is
+// extracted into a temporary directory of the store, digested, and renamed into
+// place only if the digest is the one claimed, so a base in the store is always
+// what its name says.
+func (s *Service) importBase(tarPath, digest string) error {
+	dst, err := s.bases.BasePath(digest)
+	if err != nil {
+		return fmt.Errorf("%w: %w", checkpoint.ErrCorrupt, err)
+	}
+	if _, err := os.Stat(dst); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(s.cfg.BasesDir(), 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp(s.cfg.BasesDir(), ".import-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	root := filepath.Join(tmp, "rootfs")
+	if err := os.Mkdir(root, 0o755); err != nil {
+		return err
+	}
+	f, err := os.Open(tarPath)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	// Devices are allowed: a base is a whole root filesystem (as `cp -a` copies
+	// it on import), and the digest check below refuses anything else.
+	if _, err := layer.ApplyDiff(bufio.NewReaderSize(f, 256<<10), root, layer.ApplyOptions{AllowDevices: true}); err != nil {
+		return fmt.Errorf("base %s: %w", digest, err)
+	}
+	got, err := layer.Digest(root)
+	if err != nil {
+		return fmt.Errorf("base %s: %w", digest, err)
+	}
+	if got != digest {
+		return fmt.Errorf("%w: base sent as %s digests to %s", checkpoint.ErrCorrupt, digest, got)
+	}
+	if err := os.Rename(root, dst); err != nil {
+		if _, serr := os.Stat(dst); serr == nil {
+			return nil // another move brought the same base meanwhile
+		}
+		return fmt.Errorf("base %s: %w", digest, err)
+	}
+	return nil
+}
+
+// AbortMove undoes what this node holds of a move, waiting for a RestoreMoved of
+// the same transfer to finish first.
+func (s *Service) AbortMove(ctx context.Context, r *migratev1.AbortMoveRequest) (*migratev1.AbortMoveResponse, error) {
+	if err := transfer.ValidateID(r.TransferId); err != nil {
+		return nil, fmt.Errorf("abort move: %w: %w", ErrInvalid, err)
+	}
+	in := s.moves.in(r.TransferId)
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.aborted = true
+	out := &migratev1.AbortMoveResponse{}
+	if in.restored != "" {
+		if _, err := s.Delete(ctx, &migratev1.DeleteRequest{Id: in.restored, Force: true}); err != nil && !errors.Is(err, ErrNotFound) {
+			return nil, fmt.Errorf("abort move of %s: %w", in.restored, err)
+		}
+		s.events.publish(&migratev1.Event{Time: timestamppb.Now(), Type: "move-aborted", ContainerId: in.restored})
+		in.restored, out.RemovedContainer = "", true
+	}
+	// The source may have cancelled its send a moment ago: the receiver is still
+	// flushing and the transfer is busy. Retry briefly.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := s.incoming.Remove(r.TransferId)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, transfer.ErrBusy) || time.Now().After(deadline) {
+			return nil, fmt.Errorf("abort move %s: %w", r.TransferId, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("abort move %s: %w", r.TransferId, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return out, nil
+}
+
+// removeStaleMoves deletes what an earlier agent left of moves: outgoing
+// checkpoints and incoming transfers. A move does not survive an agent restart
+// (docs/move.md).
+func (s *Service) removeStaleMoves() {
+	for _, root := range []string{movesDir(s.cfg.DataDir), incomingDir(s.cfg.DataDir)} {
+		des, _ := os.ReadDir(root)
+		for _, de := range des {
+			s.log.Warn("removing an interrupted move", "dir", filepath.Join(root, de.Name()))
+			os.RemoveAll(filepath.Join(root, de.Name()))
+		}
+	}
+}
