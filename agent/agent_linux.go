@@ -99,13 +99,21 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		o.Logger.Info("CRIU", "version", ci.GetVersion(), "networkLock", ci.GetNetworkLock())
 	}
 
+	errc := make(chan error, 3)
+	msrv, err := s.serveMetrics(ctx, errc)
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	if msrv != nil {
+		defer msrv.Close()
+	}
+
 	ctl, err := peercred.Listen(cfg.ControlSocket)
 	if err != nil {
 		return fmt.Errorf("control socket: %w", err)
 	}
 	ctlSrv := grpc.NewServer(peercred.ServerOptions()...)
 	migratev1.RegisterControlServer(ctlSrv, &controlAPI{s: s})
-	errc := make(chan error, 2)
 	go func() { errc <- fmt.Errorf("control socket: %w", ctlSrv.Serve(ctl)) }()
 	defer func() {
 		ctlSrv.Stop()

@@ -21,6 +21,7 @@ import (
 	"github.com/migratehq/migrate/agent/shim"
 	migratev1 "github.com/migratehq/migrate/api/migrate/v1"
 	shimv1 "github.com/migratehq/migrate/api/shim/v1"
+	"github.com/migratehq/migrate/metrics"
 	"github.com/migratehq/migrate/runtime/container"
 )
 
@@ -120,9 +121,18 @@ func (s *Service) Checkpoint(ctx context.Context, r *migratev1.CheckpointRequest
 	}
 	op := s.ops.Start(s.bg, "checkpoint", r.Id, func(ctx context.Context, report func(ops.Progress)) (any, error) {
 		defer s.releaseCheckpoint(name)
-		return s.checkpoint(ctx, c, r, name, func(p progress) {
+		defer s.rec.Begin(metrics.OpCheckpoint)()
+		start := time.Now()
+		ck, err := s.checkpoint(ctx, c, r, name, func(p progress) {
 			report(ops.Progress{Phase: p.phase, Message: p.message, Done: p.done, Total: p.total, Unit: p.unit})
 		})
+		m := metrics.Checkpoint{Duration: time.Since(start)}
+		m.Result, m.Reason = resultOf(err, metrics.ReasonDump)
+		if ck != nil {
+			m.Downtime, m.Size = ck.GetDowntime().AsDuration(), int64(ck.GetSizeBytes())
+		}
+		s.rec.ObserveCheckpoint(m)
+		return ck, err
 	})
 	return s.watch(ctx, op, send)
 }
@@ -276,9 +286,15 @@ func (s *Service) Restore(ctx context.Context, r *migratev1.RestoreRequest, send
 		if src.name != "" {
 			defer s.releaseCheckpoint(src.name)
 		}
-		return s.restore(ctx, src, id, func(p progress) {
+		defer s.rec.Begin(metrics.OpRestore)()
+		start := time.Now()
+		ctr, err := s.restore(ctx, src, id, func(p progress) {
 			report(ops.Progress{Phase: p.phase, Message: p.message, Done: p.done, Total: p.total, Unit: p.unit})
 		})
+		m := metrics.Restore{Duration: time.Since(start)}
+		m.Result, m.Reason = resultOf(err, metrics.ReasonRestore)
+		s.rec.ObserveRestore(m)
+		return ctr, err
 	})
 	return s.watch(ctx, op, send)
 }

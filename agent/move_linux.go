@@ -21,6 +21,7 @@ import (
 	"github.com/migratehq/migrate/agent/shim"
 	migratev1 "github.com/migratehq/migrate/api/migrate/v1"
 	shimv1 "github.com/migratehq/migrate/api/shim/v1"
+	"github.com/migratehq/migrate/metrics"
 	"github.com/migratehq/migrate/runtime/container"
 	"github.com/migratehq/migrate/transfer"
 	"github.com/migratehq/migrate/transfer/layer"
@@ -96,9 +97,26 @@ func (s *Service) Move(ctx context.Context, r *migratev1.MoveRequest, send func(
 	plan := movePlan{id: r.Id, to: r.To, mode: mode, digest: digest, sendBase: digest != "" && !prep.HasBase, shim: c}
 	op := s.ops.Start(s.bg, "move", r.Id, func(ctx context.Context, report func(ops.Progress)) (any, error) {
 		defer s.moves.releaseOutgoing(r.Id)
-		return s.move(ctx, plan, func(p progress) {
+		defer s.rec.Begin(metrics.OpMove)()
+		res, err := s.move(ctx, plan, func(p progress) {
 			report(ops.Progress{Phase: p.phase, Message: p.message, Done: p.done, Total: p.total, Unit: p.unit})
 		})
+		m := metrics.Move{Mode: metrics.ModeCold}
+		if err != nil {
+			m.Result, m.Reason = resultOf(err, moveFailure(err))
+		} else {
+			m.Result, m.Reason = metrics.ResultSuccess, metrics.ReasonNone
+		}
+		if res != nil {
+			m.Downtime = res.GetDowntime().AsDuration()
+			m.Phases = map[metrics.Phase]time.Duration{
+				metrics.PhaseDump: res.GetDump().AsDuration(), metrics.PhaseTransfer: res.GetTransfer().AsDuration(),
+				metrics.PhaseRestore: res.GetRestore().AsDuration(),
+			}
+			m.RawBytes, m.WireBytes = res.GetRawBytes(), res.GetWireBytes()
+		}
+		s.rec.ObserveMove(m)
+		return res, err
 	})
 	return s.watch(ctx, op, send)
 }

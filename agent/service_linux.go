@@ -14,6 +14,7 @@ import (
 	"github.com/migratehq/migrate/agent/layers"
 	"github.com/migratehq/migrate/agent/ops"
 	migratev1 "github.com/migratehq/migrate/api/migrate/v1"
+	"github.com/migratehq/migrate/metrics"
 	"github.com/migratehq/migrate/transfer"
 )
 
@@ -29,6 +30,7 @@ type Service struct {
 	peers   *peers
 	node    *nodeInfo
 	bases   *layers.Store
+	rec     metrics.Recorder
 	moves   *moveTable
 	// incoming receives the files of moves to this node, under <data>/incoming.
 	incoming *transfer.Receiver
@@ -47,6 +49,7 @@ func newService(bg context.Context, cfg *config.Config, o Options, p *peers) *Se
 		ops: ops.NewRegistry(), events: newEvents(), peers: p, bg: bg,
 		node:       newNodeInfo(cfg),
 		bases:      &layers.Store{Dir: cfg.BasesDir()},
+		rec:        metrics.Nop{},
 		moves:      newMoveTable(),
 		incoming:   &transfer.Receiver{Root: incomingDir(cfg.DataDir)},
 		containers: map[string]*entry{},

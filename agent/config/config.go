@@ -43,6 +43,13 @@ type Config struct {
 	// Peers maps peer node names to their host:port.
 	Peers map[string]string `json:"peers"`
 	Logs  LogConfig         `json:"logs"`
+	// Metrics serves Prometheus metrics over plain HTTP on Listen ("" disables).
+	Metrics MetricsConfig `json:"metrics"`
+}
+
+// MetricsConfig is the /metrics listener.
+type MetricsConfig struct {
+	Listen string `json:"listen"`
 }
 
 // PeerConfig is the agent-to-agent listener.

@@ -19,6 +19,7 @@ type Overrides struct {
 	peers         []string
 	stopTimeout   time.Duration
 	criu          string
+	metricsListen string
 }
 
 // AddFlags registers the override flags on fs.
@@ -32,6 +33,7 @@ func AddFlags(fs *pflag.FlagSet) *Overrides {
 	fs.StringSliceVar(&o.peers, "peer", nil, "peer as name=host:port (repeatable; replaces the file's peers)")
 	fs.DurationVar(&o.stopTimeout, "stop-timeout", 0, "default stop grace period")
 	fs.StringVar(&o.criu, "criu", "", "CRIU binary (default /usr/local/sbin/criu)")
+	fs.StringVar(&o.metricsListen, "metrics-listen", "", "address of the Prometheus /metrics listener, e.g. :9464")
 	return o
 }
 
@@ -45,6 +47,9 @@ func (o *Overrides) Apply(c *Config) error {
 	}
 	if o.fs.Changed("criu") {
 		c.CRIU = o.criu
+	}
+	if o.fs.Changed("metrics-listen") {
+		c.Metrics.Listen = o.metricsListen
 	}
 	if o.fs.Changed("socket") {
 		c.ControlSocket = o.controlSocket
