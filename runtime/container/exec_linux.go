@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -22,9 +21,7 @@ type ExecOptions struct {
 
 // Process is a process started by Exec.
 type Process struct {
-	Pid    int
-	cmd    *exec.Cmd
-	forked bool
+	Pid int
 }
 
 // Wait waits for the process and returns its exit code (128+signal if killed).
@@ -137,7 +134,7 @@ func (c *Container) Exec(p *specs.Process, o ExecOptions) (*Process, error) {
 			return nil, fmt.Errorf("exec in %s: %w", c.ID(), err)
 		}
 	}
-	return &Process{Pid: st.pid, cmd: st.cmd, forked: st.forked}, nil
+	return &Process{Pid: st.pid}, nil
 }
 
 func sameNS(a, b string) (bool, error) {
