@@ -100,18 +100,11 @@ func (s *Service) Checkpoint(ctx context.Context, r *migratev1.CheckpointRequest
 			return fmt.Errorf("checkpoint %s: %w", r.Id, err)
 		}
 	}
-	c, err := e.shimClient(ctx)
-	if err != nil {
-		return fmt.Errorf("checkpoint: %w", err)
-	}
 	// A container that is not running gets its answer at once, not as a failed
 	// operation.
-	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	st, err := c.State(sctx, &shimv1.StateRequest{})
-	cancel()
-	e.dropClient(c, err)
+	c, st, err := e.quickState(ctx, "checkpoint")
 	if err != nil {
-		return shimErr("checkpoint", r.Id, err)
+		return err
 	}
 	if st.Exited || st.Status == "created" {
 		return fmt.Errorf("checkpoint %s: %w (it is %s)", r.Id, container.ErrNotRunning, st.Status)

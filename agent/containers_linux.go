@@ -57,6 +57,23 @@ func (e *entry) shimClient(ctx context.Context) (*shim.Client, error) {
 	return c, nil
 }
 
+// quickState asks the entry's shim for the container's state, bounded to a few
+// seconds so a request on a wedged shim fails rather than hangs.
+func (e *entry) quickState(ctx context.Context, op string) (*shim.Client, *shimv1.StateResponse, error) {
+	c, err := e.shimClient(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", op, err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	st, err := c.State(sctx, &shimv1.StateRequest{})
+	cancel()
+	e.dropClient(c, err)
+	if err != nil {
+		return nil, nil, shimErr(op, e.id, err)
+	}
+	return c, st, nil
+}
+
 // shimErr adds op and id to a shim's error unless its message already says them
 // (the runtime's errors do).
 func shimErr(op, id string, err error) error {

@@ -63,16 +63,9 @@ func (s *Service) Move(ctx context.Context, r *migratev1.MoveRequest, send func(
 	if _, ok := s.cfg.Peers[r.To]; !ok {
 		return fmt.Errorf("move %s: node %q %w among the peers of %s", r.Id, r.To, ErrNotFound, s.cfg.Node)
 	}
-	c, err := e.shimClient(ctx)
+	c, st, err := e.quickState(ctx, "move")
 	if err != nil {
-		return fmt.Errorf("move: %w", err)
-	}
-	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	st, err := c.State(sctx, &shimv1.StateRequest{})
-	cancel()
-	e.dropClient(c, err)
-	if err != nil {
-		return shimErr("move", r.Id, err)
+		return err
 	}
 	if st.Exited || st.Status != "running" {
 		return fmt.Errorf("move %s: %w (it is %s)", r.Id, container.ErrNotRunning, st.Status)
