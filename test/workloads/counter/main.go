@@ -35,13 +35,14 @@ func main() {
 	defer t.Stop()
 	for range t.C {
 		n++
-		fmt.Println(n)
+		// The file first: a reader that saw N on stdout finds N in the file.
 		if *file != "" {
 			if err := appendLine(*file, n); err != nil {
 				fmt.Fprintln(os.Stderr, "counter:", err)
 				os.Exit(1)
 			}
 		}
+		fmt.Println(n)
 	}
 }
 
