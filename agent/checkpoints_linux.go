@@ -517,11 +517,12 @@ func humanBytes(n int64) string {
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
-// restoreRootfs rebuilds a layered root for a restore: the checkpoint is
-// verified first (the diff is untrusted input until then), then the diff is
-// applied to a fresh upper layer over the base with the recorded digest.
+// restoreRootfs rebuilds a layered root for a restore: the diff is checked
+// against the manifest first (it is untrusted input until then; the shim
+// verifies the whole checkpoint before CRIU reads it), then applied to a fresh
+// upper layer over the base with the recorded digest.
 func (s *Service) restoreRootfs(dir, ckpt string, m *checkpoint.Manifest) (string, error) {
-	if _, err := checkpoint.Verify(ckpt); err != nil {
+	if err := checkpoint.VerifyFile(ckpt, m, m.Rootfs.Diff); err != nil {
 		return "", err
 	}
 	f, err := os.Open(filepath.Join(ckpt, m.Rootfs.Diff))

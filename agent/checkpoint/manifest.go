@@ -91,7 +91,25 @@ func hashFile(path string) (int64, string, error) {
 
 // listFiles records every regular file under dir except the manifest.
 func listFiles(dir string) ([]File, error) {
-	var out []File
+	paths, err := walkFiles(dir)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]File, 0, len(paths))
+	for _, rel := range paths {
+		size, sum, err := hashFile(filepath.Join(dir, filepath.FromSlash(rel)))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, File{Path: rel, Size: size, SHA256: sum})
+	}
+	return out, nil
+}
+
+// walkFiles lists the regular files under dir except the manifest, sorted,
+// slash-separated and relative; anything else (symlink, device) is an error.
+func walkFiles(dir string) ([]string, error) {
+	var out []string
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -103,14 +121,10 @@ func listFiles(dir string) ([]File, error) {
 		if !d.Type().IsRegular() {
 			return fmt.Errorf("%s: not a regular file", rel)
 		}
-		size, sum, err := hashFile(p)
-		if err != nil {
-			return err
-		}
-		out = append(out, File{Path: filepath.ToSlash(rel), Size: size, SHA256: sum})
+		out = append(out, filepath.ToSlash(rel))
 		return nil
 	})
-	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	sort.Strings(out)
 	return out, err
 }
 
@@ -146,31 +160,54 @@ func Verify(dir string) (*Manifest, error) {
 	}
 	listed := map[string]bool{}
 	for _, f := range m.Files {
-		clean := filepath.Clean(filepath.FromSlash(f.Path))
-		if filepath.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, ".."+string(filepath.Separator)) {
-			return nil, fmt.Errorf("%s: %w: file %q escapes the checkpoint", dir, ErrCorrupt, f.Path)
+		clean, err := verifyFile(dir, f)
+		if err != nil {
+			return nil, err
 		}
-		listed[filepath.ToSlash(clean)] = true
-		size, sum, err := hashFile(filepath.Join(dir, clean))
-		switch {
-		case err != nil:
-			return nil, fmt.Errorf("%s: %w: %s: %v", dir, ErrCorrupt, f.Path, err)
-		case size != f.Size:
-			return nil, fmt.Errorf("%s: %w: %s is %d bytes, manifest says %d (truncated?)", dir, ErrCorrupt, f.Path, size, f.Size)
-		case sum != f.SHA256:
-			return nil, fmt.Errorf("%s: %w: %s checksum mismatch", dir, ErrCorrupt, f.Path)
-		}
+		listed[clean] = true
 	}
-	present, err := listFiles(dir)
+	// Names only: every listed file was just hashed, unlisted ones need not be.
+	present, err := walkFiles(dir)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w: %v", dir, ErrCorrupt, err)
 	}
-	for _, f := range present {
-		if !listed[f.Path] {
-			return nil, fmt.Errorf("%s: %w: unlisted file %s", dir, ErrCorrupt, f.Path)
+	for _, p := range present {
+		if !listed[p] {
+			return nil, fmt.Errorf("%s: %w: unlisted file %s", dir, ErrCorrupt, p)
 		}
 	}
 	return m, nil
+}
+
+// VerifyFile checks one file of the checkpoint against the manifest: for a
+// caller that needs that file before the full Verify (the rootfs diff).
+func VerifyFile(dir string, m *Manifest, path string) error {
+	for _, f := range m.Files {
+		if f.Path == path {
+			_, err := verifyFile(dir, f)
+			return err
+		}
+	}
+	return fmt.Errorf("%s: %w: %s is not in the manifest", dir, ErrCorrupt, path)
+}
+
+// verifyFile checks that f is inside dir and of its listed size and sha256,
+// and returns its clean slash-separated path.
+func verifyFile(dir string, f File) (string, error) {
+	clean := filepath.Clean(filepath.FromSlash(f.Path))
+	if filepath.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, ".."+string(filepath.Separator)) {
+		return "", fmt.Errorf("%s: %w: file %q escapes the checkpoint", dir, ErrCorrupt, f.Path)
+	}
+	size, sum, err := hashFile(filepath.Join(dir, clean))
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("%s: %w: %s: %v", dir, ErrCorrupt, f.Path, err)
+	case size != f.Size:
+		return "", fmt.Errorf("%s: %w: %s is %d bytes, manifest says %d (truncated?)", dir, ErrCorrupt, f.Path, size, f.Size)
+	case sum != f.SHA256:
+		return "", fmt.Errorf("%s: %w: %s checksum mismatch", dir, ErrCorrupt, f.Path)
+	}
+	return filepath.ToSlash(clean), nil
 }
 
 func writeManifest(dir string, m *Manifest) error {
