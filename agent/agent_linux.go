@@ -92,6 +92,8 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	}
 	s.removeStaleImports()
 	s.removeStaleMoves()
+	s.recoverMovedIn()
+	go s.expireIncoming(ctx)
 	// Probe CRIU once: shims get its network lock backend for checkpoints.
 	if ci := s.node.get(ctx).GetCriu(); ci.GetError() != "" {
 		o.Logger.Warn("CRIU unavailable: checkpoint and restore will fail", "err", ci.GetError())
@@ -126,6 +128,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 			return fmt.Errorf("peer listener: %w", err)
 		}
 		opts := append([]grpc.ServerOption{grpc.Creds(credentials.NewTLS(peerTLS))}, tlsInterceptors()...)
+		opts = append(opts, peerServerOptions()...)
 		peerSrv := grpc.NewServer(opts...)
 		migratev1.RegisterPeerServer(peerSrv, &peerAPI{s: s})
 		migratev1.RegisterControlServer(peerSrv, &controlAPI{s: s})

@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -32,6 +34,12 @@ const (
 	movePrepareTimeout = 10 * time.Second
 	moveRestoreTimeout = 5 * time.Minute
 	moveAbortTimeout   = 30 * time.Second
+	// moveResendWindow bounds how long a broken transfer is retried (each retry
+	// resumes where the last stopped) while the container is frozen.
+	moveResendWindow = 15 * time.Second
+	// moveCleanupWindow bounds the background clean-up of a target after a move
+	// failed before the target was asked to restore.
+	moveCleanupWindow = 10 * time.Minute
 )
 
 // moveMode checks a requested mode; only cold moves exist so far.
@@ -218,27 +226,23 @@ func (s *Service) move(ctx context.Context, p movePlan, report func(progress)) (
 	}
 	report(progress{phase: "transfer", message: fmt.Sprintf("sending %d files to %s", len(files), p.to)})
 	t0 = time.Now()
-	var shown time.Time
-	stats, err := transfer.Send(ctx, conn, moveID, work, files, transfer.SendOptions{SHA256: sums, Progress: func(tp transfer.Progress) {
-		// A checkpoint has many small files: a line per chunk would be noise.
-		done := tp.ResumedBytes + tp.RawBytes
-		if done < tp.TotalBytes && time.Since(shown) < 250*time.Millisecond {
-			return
-		}
-		shown = time.Now()
-		report(progress{phase: "transfer", done: done, total: tp.TotalBytes, unit: "bytes"})
-	}})
+	stats, err := s.sendMove(ctx, conn, p, moveID, work, files, sums, report)
 	res.Transfer = durationpb.New(time.Since(t0))
 	res.RawBytes, res.WireBytes = stats.RawBytes, stats.WireBytes
 	if err != nil {
-		return nil, abort(fmt.Errorf("move %s: transfer to %s: %w", p.id, p.to, peerErr(err)))
+		// The target is only ever asked to restore after a complete transfer, so it
+		// cannot run the container: resume at once, and clear the target's partial
+		// transfer in the background (it may be unreachable for a while).
+		go s.cleanTarget(p, moveID)
+		return nil, resume(fmt.Errorf("move %s: transfer to %s: %w", p.id, p.to, peerErr(err)))
 	}
 
 	report(progress{phase: "restore", message: "restoring on " + p.to})
 	t0 = time.Now()
 	pc, err := s.peers.client(p.to)
 	if err != nil {
-		return nil, abort(fmt.Errorf("move %s: %w", p.id, err))
+		go s.cleanTarget(p, moveID)
+		return nil, resume(fmt.Errorf("move %s: %w", p.id, err))
 	}
 	rctx, cancel := context.WithTimeout(ctx, moveRestoreTimeout)
 	rr, err := pc.RestoreMoved(rctx, &migratev1.RestoreMovedRequest{TransferId: moveID, ContainerId: p.id, From: s.cfg.Node})
@@ -260,6 +264,75 @@ func (s *Service) move(ctx context.Context, p movePlan, report func(progress)) (
 	}
 	s.events.publish(&migratev1.Event{Time: timestamppb.Now(), Type: "moved", ContainerId: p.id})
 	return res, nil
+}
+
+// sendMove sends the move's files, retrying a broken transfer within
+// moveResendWindow: each retry resumes from what the receiver already holds.
+func (s *Service) sendMove(ctx context.Context, conn grpc.ClientConnInterface, p movePlan, moveID, work string, files []string, sums map[string]string, report func(progress)) (transfer.Stats, error) {
+	var (
+		total     transfer.Stats
+		shown     time.Time
+		lastError string
+		deadline  = time.Now().Add(moveResendWindow)
+	)
+	for attempt := 0; ; attempt++ {
+		first := true
+		stats, err := transfer.Send(ctx, conn, moveID, work, files, transfer.SendOptions{SHA256: sums, Progress: func(tp transfer.Progress) {
+			if first && attempt > 0 {
+				report(progress{phase: "transfer", message: fmt.Sprintf("resumed: %d of %d bytes were on %s already", tp.ResumedBytes, tp.TotalBytes, p.to)})
+			}
+			first = false
+			// A checkpoint has many small files: a line per chunk would be noise.
+			done := tp.ResumedBytes + tp.RawBytes
+			if done < tp.TotalBytes && time.Since(shown) < 250*time.Millisecond {
+				return
+			}
+			shown = time.Now()
+			report(progress{phase: "transfer", done: done, total: tp.TotalBytes, unit: "bytes"})
+		}})
+		total.RawBytes += stats.RawBytes
+		total.WireBytes += stats.WireBytes
+		if err == nil || !resendable(err) || ctx.Err() != nil || time.Now().After(deadline) {
+			return total, err
+		}
+		if msg := cleanMessage(peerErr(err)); msg != lastError {
+			report(progress{phase: "transfer", message: "transfer interrupted (" + msg + "): retrying"})
+			lastError = msg
+		}
+		select {
+		case <-ctx.Done():
+			return total, err
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// resendable reports whether a failed transfer may succeed when resumed: the
+// connection broke or the receiver was still closing the broken attempt. Data
+// errors (checksums, digests) are not retried.
+func resendable(err error) bool {
+	if errors.Is(err, transfer.ErrIncomplete) || errors.Is(err, transfer.ErrBusy) {
+		return true
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
+		return !errors.Is(err, context.Canceled)
+	}
+	return false
+}
+
+// cleanTarget asks the target, for up to moveCleanupWindow, to drop what it holds
+// of a move that failed before the target was asked to restore. A target that
+// restarted meanwhile has dropped it already; one that stays unreachable removes
+// stale transfers itself (Service.expireIncoming).
+func (s *Service) cleanTarget(p movePlan, moveID string) {
+	ctx, cancel := context.WithTimeout(s.bg, moveCleanupWindow)
+	defer cancel()
+	if err := s.abortOnTarget(ctx, p, moveID); err != nil {
+		s.log.Warn("move: target not cleaned; it expires the transfer itself", "id", p.id, "to", p.to, "transfer", moveID, "err", err)
+		return
+	}
+	s.log.Info("move: target dropped the failed move's transfer", "id", p.id, "to", p.to, "transfer", moveID)
 }
 
 // abortOnTarget retries AbortMove until the target answers or ctx ends.

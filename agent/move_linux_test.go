@@ -1,13 +1,23 @@
 package agent
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/migratehq/migrate/agent/checkpoint"
+	"github.com/migratehq/migrate/agent/config"
+	"github.com/migratehq/migrate/transfer"
 )
 
 func TestMoveMode(t *testing.T) {
@@ -76,5 +86,75 @@ func TestMoveTable(t *testing.T) {
 	first, again, other := mt.in("t1"), mt.in("t1"), mt.in("t2")
 	if first != again || first == other {
 		t.Fatal("incoming moves are not tracked per transfer")
+	}
+}
+
+func TestResendable(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("send: %w", transfer.ErrIncomplete), true},
+		{fmt.Errorf("send: %w", transfer.ErrBusy), true},
+		{status.Error(codes.Unavailable, "connection refused"), true},
+		{status.Error(codes.DeadlineExceeded, "keepalive ping failed"), true},
+		{&transfer.FileError{File: "pages-1.img", Err: transfer.ErrDigestMismatch}, false},
+		{&transfer.ChunkError{File: "pages-1.img", Err: transfer.ErrChunkChecksum}, false},
+		{status.Error(codes.PermissionDenied, "not a node of this cluster"), false},
+		{fmt.Errorf("send: %w", context.Canceled), false},
+	} {
+		if got := resendable(c.err); got != c.want {
+			t.Errorf("resendable(%v) = %v, want %v", c.err, got, c.want)
+		}
+	}
+}
+
+// TestExpireIncoming removes an incoming transfer nobody wrote to for the expiry,
+// and keeps a fresh one, one being restored, and one that is locked by a receive.
+func TestExpireIncoming(t *testing.T) {
+	dir := t.TempDir()
+	s := &Service{cfg: &config.Config{DataDir: dir}, moves: newMoveTable(),
+		incoming: &transfer.Receiver{Root: incomingDir(dir)}, log: slog.New(slog.DiscardHandler)}
+	old := time.Now().Add(-2 * incomingExpiry)
+	mk := func(id string, mtime time.Time) string {
+		p := filepath.Join(incomingDir(dir), id)
+		if err := os.MkdirAll(filepath.Join(p, "files"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []string{"journal", "lock"} {
+			if err := os.WriteFile(filepath.Join(p, f), nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, f := range []string{filepath.Join(p, "journal"), filepath.Join(p, "lock"), filepath.Join(p, "files"), p} {
+			if err := os.Chtimes(f, mtime, mtime); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return p
+	}
+	stale, fresh, busy, receiving := mk("stale", old), mk("fresh", time.Now()), mk("busy", old), mk("receiving", old)
+	lock, err := os.Open(filepath.Join(receiving, "lock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	in := s.moves.in("busy")
+	in.mu.Lock()
+	s.expireIncomingOnce(time.Now().Add(-incomingExpiry))
+	in.mu.Unlock()
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stale transfer kept: %v", err)
+	}
+	for _, p := range []string{fresh, busy, receiving} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s removed: %v", p, err)
+		}
+	}
+	if !s.moves.in("stale").aborted {
+		t.Error("an expired transfer can still be restored")
 	}
 }

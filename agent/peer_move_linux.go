@@ -132,12 +132,21 @@ func (s *Service) RestoreMoved(ctx context.Context, r *migratev1.RestoreMovedReq
 			s.log.Warn("remove incoming transfer", "transfer", r.TransferId, "err", err)
 		}
 	}()
+	if err := s.writeMovedIn(r.TransferId, movedIn{Container: r.ContainerId, From: r.From, State: movedInRestoring}); err != nil {
+		return nil, fmt.Errorf("restore moved %s: %w", r.ContainerId, err)
+	}
 	c, err := s.restoreMoved(ctx, r)
 	if err != nil {
+		s.removeMovedIn(r.TransferId)
 		s.log.Warn("moved container not restored", "id", r.ContainerId, "from", r.From, "err", err)
 		return nil, err
 	}
 	in.restored = r.ContainerId
+	if err := s.writeMovedIn(r.TransferId, movedIn{Container: r.ContainerId, From: r.From, State: movedInRestored}); err != nil {
+		// The "restoring" record stays: after a restart the container would be
+		// removed, as if the reply had been lost.
+		s.log.Error("record of a restored move not updated", "id", r.ContainerId, "transfer", r.TransferId, "err", err)
+	}
 	s.log.Info("moved container restored", "id", r.ContainerId, "from", r.From)
 	return &migratev1.RestoreMovedResponse{Container: c}, nil
 }
@@ -286,6 +295,7 @@ func (s *Service) AbortMove(ctx context.Context, r *migratev1.AbortMoveRequest) 
 		s.events.publish(&migratev1.Event{Time: timestamppb.Now(), Type: "move-aborted", ContainerId: in.restored})
 		in.restored, out.RemovedContainer = "", true
 	}
+	s.removeMovedIn(r.TransferId)
 	// The source may have cancelled its send a moment ago: the receiver is still
 	// flushing and the transfer is busy. Retry briefly.
 	deadline := time.Now().Add(10 * time.Second)
@@ -306,15 +316,72 @@ func (s *Service) AbortMove(ctx context.Context, r *migratev1.AbortMoveRequest) 
 	return out, nil
 }
 
-// removeStaleMoves deletes what an earlier agent left of moves: outgoing
-// checkpoints and incoming transfers. A move does not survive an agent restart
-// (docs/move.md).
+// removeStaleMoves deletes the checkpoints of outgoing moves an earlier agent
+// left: a move does not survive its source's restart (docs/move.md). Incoming
+// transfers stay: the source resumes a broken transfer after this agent's
+// restart, or drops it with AbortMove; stale ones expire (expireIncoming).
 func (s *Service) removeStaleMoves() {
-	for _, root := range []string{movesDir(s.cfg.DataDir), incomingDir(s.cfg.DataDir)} {
-		des, _ := os.ReadDir(root)
-		for _, de := range des {
-			s.log.Warn("removing an interrupted move", "dir", filepath.Join(root, de.Name()))
-			os.RemoveAll(filepath.Join(root, de.Name()))
+	des, _ := os.ReadDir(movesDir(s.cfg.DataDir))
+	for _, de := range des {
+		s.log.Warn("removing an interrupted outgoing move", "dir", filepath.Join(movesDir(s.cfg.DataDir), de.Name()))
+		os.RemoveAll(filepath.Join(movesDir(s.cfg.DataDir), de.Name()))
+	}
+}
+
+// incomingExpiry is how long an incoming transfer may sit without a write before
+// it is removed: its source gave up on it (a move fails within minutes) and could
+// not reach this node to say so.
+const incomingExpiry = 15 * time.Minute
+
+// expireIncoming removes stale incoming transfers every minute until ctx ends.
+func (s *Service) expireIncoming(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.expireIncomingOnce(time.Now().Add(-incomingExpiry))
+			s.expireMovedIn()
 		}
 	}
+}
+
+// expireIncomingOnce removes the incoming transfers not written since before and
+// not being restored.
+func (s *Service) expireIncomingOnce(before time.Time) {
+	des, _ := os.ReadDir(incomingDir(s.cfg.DataDir))
+	for _, de := range des {
+		id := de.Name()
+		if newestMtime(filepath.Join(incomingDir(s.cfg.DataDir), id)).After(before) {
+			continue
+		}
+		in := s.moves.in(id)
+		if !in.mu.TryLock() {
+			continue // RestoreMoved or AbortMove works on it
+		}
+		if in.restored == "" {
+			if err := s.incoming.Remove(id); err == nil {
+				in.aborted = true
+				s.log.Warn("removed a stale incoming transfer", "transfer", id)
+			}
+		}
+		in.mu.Unlock()
+	}
+}
+
+// newestMtime is the latest modification time of dir and its direct entries.
+func newestMtime(dir string) time.Time {
+	var t time.Time
+	if fi, err := os.Stat(dir); err == nil {
+		t = fi.ModTime()
+	}
+	des, _ := os.ReadDir(dir)
+	for _, de := range des {
+		if fi, err := de.Info(); err == nil && fi.ModTime().After(t) {
+			t = fi.ModTime()
+		}
+	}
+	return t
 }

@@ -10,12 +10,31 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/migratehq/migrate/agent/config"
 	"github.com/migratehq/migrate/agent/pki"
 	migratev1 "github.com/migratehq/migrate/api/migrate/v1"
 )
+
+// A peer link that stops answering (a cut cable, a dead host) would leave a
+// transfer blocked in TCP retransmits for many minutes: both ends ping on idle
+// connections and give up after peerKeepalive+peerKeepaliveTimeout (grpc-go's
+// minimum client interval is 10 s).
+const (
+	peerKeepalive        = 10 * time.Second
+	peerKeepaliveTimeout = 5 * time.Second
+)
+
+// peerServerOptions are the keepalive settings of the peer listener, matching
+// the clients' pings.
+func peerServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: peerKeepalive / 2, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: peerKeepalive, Timeout: peerKeepaliveTimeout}),
+	}
+}
 
 // peers holds client connections to the configured peers.
 type peers struct {
@@ -58,7 +77,8 @@ func (p *peers) conn(name string) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("peer %s: %w", name, err)
 	}
-	c, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+	c, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: peerKeepalive, Timeout: peerKeepaliveTimeout}))
 	if err != nil {
 		return nil, fmt.Errorf("peer %s: %w", name, err)
 	}

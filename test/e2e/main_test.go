@@ -58,12 +58,14 @@ type agent struct {
 	data    string
 	cmd     *exec.Cmd
 	log     *bytes.Buffer
+	wrap    []string
 }
 
 // agentConfig is the YAML a test adds to the agent's base configuration.
 type agentConfig struct {
 	node  string
 	extra string
+	wrap  []string // command prefix for migrated, e.g. nsenter into a network namespace
 }
 
 // newAgent writes a configuration and starts migrated with it. Cleanup deletes every
@@ -79,6 +81,7 @@ func newAgent(t *testing.T, ac agentConfig) *agent {
 	if ac.node == "" {
 		ac.node = "node1"
 	}
+	a.wrap = ac.wrap
 	cfg := fmt.Sprintf("node: %s\ndataDir: %s\ncontrolSocket: %s\nstopTimeout: 2s\n%s", ac.node, a.data, a.sock, ac.extra)
 	if err := os.WriteFile(a.cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -95,7 +98,8 @@ func newAgent(t *testing.T, ac agentConfig) *agent {
 func (a *agent) start() {
 	a.t.Helper()
 	a.log = &bytes.Buffer{}
-	a.cmd = exec.Command(migratedBin, "daemon", "--config", a.cfgPath)
+	argv := append(append([]string{}, a.wrap...), migratedBin, "daemon", "--config", a.cfgPath)
+	a.cmd = exec.Command(argv[0], argv[1:]...)
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
 	if err := a.cmd.Start(); err != nil {
 		a.t.Fatalf("start migrated: %v", err)
