@@ -25,6 +25,8 @@ PKGS=(
 	gcc make pkgconf libseccomp-dev protobuf-compiler git ca-certificates
 	# reference runtimes for comparison tests and benchmarks
 	runc crun
+	# metrics tests: a real Prometheus server and promtool (its service is kept off below)
+	prometheus
 	# CRIU build dependencies (bookworm's versions are fine for CRIU 4.x)
 	dpkg-dev libprotobuf-c-dev protobuf-c-compiler libnl-3-dev libnet1-dev libcap-dev
 	libbsd-dev libgnutls28-dev libnftables-dev uuid-dev libprotobuf-dev python3
@@ -45,7 +47,33 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
 	apt_update
 	log "installing ${missing[*]}"
+	# Packages must not start services here (Debian's prometheus starts one): a
+	# policy-rc.d answering 101 tells invoke-rc.d and deb-systemd-invoke not to.
+	# An existing policy is left as it is.
+	policy=
+	if [ ! -e /usr/sbin/policy-rc.d ]; then
+		printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+		chmod 0755 /usr/sbin/policy-rc.d
+		policy=/usr/sbin/policy-rc.d
+		trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+	fi
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	if [ -n "$policy" ]; then
+		rm -f "$policy"
+		trap - EXIT
+	fi
+fi
+
+# The tests run their own Prometheus; the system's service stays stopped and off
+# at boot (the package enables it under systemd even when it was not started).
+if [ -d /run/systemd/system ] && systemctl is-enabled -q prometheus.service 2>/dev/null; then
+	log "disabling the system prometheus service (the tests run their own)"
+	systemctl disable --now -q prometheus.service
+elif [ ! -d /run/systemd/system ] && ls /etc/rc[2-5].d/S*prometheus >/dev/null 2>&1; then
+	# Just installed (the start links are removed below): stop it in case a
+	# permissive policy-rc.d let the package start it.
+	/etc/init.d/prometheus stop >/dev/null 2>&1 || true
+	update-rc.d prometheus disable >/dev/null 2>&1
 fi
 
 # criu_version prints the version of $1 as an integer (4.1.1 -> 40101), or 0.
