@@ -13,6 +13,7 @@ import (
 	"github.com/migratehq/migrate/agent/pki"
 	"github.com/migratehq/migrate/criu"
 	"github.com/migratehq/migrate/runtime/container"
+	"github.com/migratehq/migrate/transfer/layer"
 )
 
 // Sentinel errors of the service, wrapped with context. They become gRPC codes only in
@@ -45,7 +46,8 @@ func codeOf(err error) codes.Code {
 		return codes.NotFound
 	case errors.Is(err, ErrExists), errors.Is(err, container.ErrExist):
 		return codes.AlreadyExists
-	case errors.Is(err, ErrInvalid), errors.Is(err, container.ErrInvalidID), errors.Is(err, checkpoint.ErrCorrupt):
+	case errors.Is(err, ErrInvalid), errors.Is(err, container.ErrInvalidID), errors.Is(err, checkpoint.ErrCorrupt),
+		errors.Is(err, layer.ErrUnsafeEntry), errors.Is(err, layer.ErrDeviceNotAllowed), errors.Is(err, layer.ErrTruncated):
 		return codes.InvalidArgument
 	case errors.Is(err, ErrInvalidState), errors.Is(err, container.ErrNotRunning), errors.Is(err, container.ErrInvalidState),
 		errors.Is(err, checkpoint.ErrNewerFormat), errors.Is(err, checkpoint.ErrNotCheckable), errors.Is(err, criu.ErrNotFound):

@@ -9,6 +9,7 @@ import (
 
 	"github.com/migratehq/migrate/agent/checkpoint"
 	"github.com/migratehq/migrate/runtime/container"
+	"github.com/migratehq/migrate/transfer/layer"
 )
 
 func TestToStatus(t *testing.T) {
@@ -24,6 +25,7 @@ func TestToStatus(t *testing.T) {
 		{fmt.Errorf("stop c: %w", shimErr), codes.FailedPrecondition, "stop c: delete c: container is running"},
 		{fmt.Errorf("x: %w", ErrUnavailable), codes.Unavailable, "x: unavailable"},
 		{fmt.Errorf("restore c: %w: x", checkpoint.ErrCorrupt), codes.InvalidArgument, "restore c: checkpoint is corrupt: x"},
+		{fmt.Errorf("restore c: apply: %w: x", layer.ErrUnsafeEntry), codes.InvalidArgument, "restore c: apply: unsafe entry: x"},
 		{fmt.Errorf("restore c: %w", checkpoint.ErrNewerFormat), codes.FailedPrecondition, "restore c: checkpoint format is newer than this agent"},
 		{fmt.Errorf("checkpoint c: %w", checkpoint.ErrNotCheckable), codes.FailedPrecondition, "checkpoint c: container cannot be checkpointed"},
 		{fmt.Errorf("plain"), codes.Unknown, "plain"},
