@@ -211,6 +211,9 @@ type restoreSource struct {
 	name    string // a checkpoint of this node, reserved while the restore reads it
 	dir     string // checkpoint directory (a name's, or a path given)
 	archive string // an exported archive to import first
+	// verified: the caller checked every file of dir against the manifest, so
+	// neither the diff nor the shim hashes them again.
+	verified bool
 }
 
 func (s *Service) resolveCheckpoint(ref string) (restoreSource, error) {
@@ -321,6 +324,7 @@ func (s *Service) restore(ctx context.Context, src restoreSource, id string, rep
 		if err != nil {
 			return nil, fmt.Errorf("restore from %s: %w", src.archive, err)
 		}
+		src.verified = true
 		if id == "" {
 			id = m.ContainerID
 			if err := container.ValidateID(id); err != nil {
@@ -368,7 +372,7 @@ func (s *Service) restore(ctx context.Context, src restoreSource, id string, rep
 	rootfs := ""
 	if m.Rootfs.BaseDigest != "" {
 		report(progress{phase: "rootfs", message: "mounting the base " + m.Rootfs.BaseDigest + " under the checkpoint's changes"})
-		if rootfs, err = s.restoreRootfs(e.dir, dir, m); err != nil {
+		if rootfs, err = s.restoreRootfs(e.dir, dir, m, src.verified); err != nil {
 			return fail(fmt.Errorf("restore %s: %w", id, err))
 		}
 	}
@@ -376,7 +380,7 @@ func (s *Service) restore(ctx context.Context, src restoreSource, id string, rep
 	cmd, err := shim.Spawn(shim.SpawnOptions{Exe: s.exe, Timeout: 5 * time.Minute, Options: shim.Options{
 		ID: id, Bundle: m.Runtime.Bundle, Dir: e.dir, RuntimeRoot: s.cfg.RuntimeDir(), Rootfs: rootfs,
 		LogMaxBytes: s.cfg.Logs.MaxFileBytes, LogMaxFiles: s.cfg.Logs.MaxFiles,
-		Restore: dir, NetworkLock: s.node.networkLock(ctx), CRIUVersion: s.node.criuVersion(ctx), CRIUPath: s.cfg.CRIU,
+		Restore: dir, Verified: src.verified, NetworkLock: s.node.networkLock(ctx), CRIUVersion: s.node.criuVersion(ctx), CRIUPath: s.cfg.CRIU,
 	}})
 	if err != nil {
 		return fail(shimErr("restore", id, err))
@@ -518,12 +522,15 @@ func humanBytes(n int64) string {
 }
 
 // restoreRootfs rebuilds a layered root for a restore: the diff is checked
-// against the manifest first (it is untrusted input until then; the shim
-// verifies the whole checkpoint before CRIU reads it), then applied to a fresh
-// upper layer over the base with the recorded digest.
-func (s *Service) restoreRootfs(dir, ckpt string, m *checkpoint.Manifest) (string, error) {
-	if err := checkpoint.VerifyFile(ckpt, m, m.Rootfs.Diff); err != nil {
-		return "", err
+// against the manifest first unless the whole checkpoint was (it is untrusted
+// input until then; the shim verifies the whole checkpoint before CRIU reads
+// it), then applied to a fresh upper layer over the base with the recorded
+// digest.
+func (s *Service) restoreRootfs(dir, ckpt string, m *checkpoint.Manifest, verified bool) (string, error) {
+	if !verified {
+		if err := checkpoint.VerifyFile(ckpt, m, m.Rootfs.Diff); err != nil {
+			return "", err
+		}
 	}
 	f, err := os.Open(filepath.Join(ckpt, m.Rootfs.Diff))
 	if err != nil {

@@ -161,7 +161,19 @@ func (s *Service) restoreMoved(ctx context.Context, r *migratev1.RestoreMovedReq
 	}
 	dir := s.incoming.Dir(r.TransferId)
 	ckpt := filepath.Join(dir, moveCheckpointDir)
-	m, err := checkpoint.Verify(ckpt)
+	// The receiver verified every file against the digest the source sent; the
+	// manifest must name the same digests, and then nothing is hashed again.
+	sums, err := s.incoming.Verified(r.TransferId)
+	if err != nil {
+		return nil, fmt.Errorf("restore moved %s: %w", r.ContainerId, err)
+	}
+	known := map[string]string{}
+	for name, sum := range sums {
+		if rel, ok := strings.CutPrefix(name, moveCheckpointDir+"/"); ok {
+			known[rel] = sum
+		}
+	}
+	m, err := checkpoint.VerifyKnown(ckpt, known)
 	if err != nil {
 		return nil, fmt.Errorf("restore moved %s: %w", r.ContainerId, err)
 	}
@@ -175,7 +187,7 @@ func (s *Service) restoreMoved(ctx context.Context, r *migratev1.RestoreMovedReq
 	if err := s.ownCgroup(ckpt, m, r.ContainerId); err != nil {
 		return nil, fmt.Errorf("restore moved %s: %w", r.ContainerId, err)
 	}
-	return s.restore(ctx, restoreSource{dir: ckpt}, r.ContainerId, func(p progress) {
+	return s.restore(ctx, restoreSource{dir: ckpt, verified: true}, r.ContainerId, func(p progress) {
 		s.log.Debug("restore moved", "id", r.ContainerId, "phase", p.phase, "message", p.message)
 	})
 }

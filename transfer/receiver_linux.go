@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -647,4 +648,30 @@ func (t *inbound) finish(workers int) error {
 	}
 	t.complete = true
 	return nil
+}
+
+// Verified returns the SHA-256 (hex) of every file of complete transfer id, as the
+// receiver verified them, by name: a caller can trust these digests instead of
+// hashing the files again.
+func (r *Receiver) Verified(id string) (map[string]string, error) {
+	done, err := r.Complete(id)
+	if err != nil {
+		return nil, err
+	}
+	if !done {
+		return nil, fmt.Errorf("transfer %s: %w", id, ErrIncomplete)
+	}
+	data, err := os.ReadFile(filepath.Join(r.Root, id, "header"))
+	if err != nil {
+		return nil, fmt.Errorf("transfer %s: read header: %w", id, err)
+	}
+	var h transferv1.Header
+	if err := proto.Unmarshal(data, &h); err != nil {
+		return nil, fmt.Errorf("transfer %s: %w: %v", id, ErrBadHeader, err)
+	}
+	out := make(map[string]string, len(h.GetFiles()))
+	for _, f := range h.GetFiles() {
+		out[f.GetName()] = hex.EncodeToString(f.GetSha256())
+	}
+	return out, nil
 }

@@ -2,6 +2,8 @@ package transfer
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -60,6 +62,19 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatalf("Complete = %v, %v", ok, err)
 	}
 	sameFiles(t, src, r.Dir(id), names)
+	sums, err := r.Verified(id)
+	if err != nil || len(sums) != len(names) {
+		t.Fatalf("Verified = %d digests, %v; want %d", len(sums), err, len(names))
+	}
+	for _, n := range names {
+		b, err := os.ReadFile(filepath.Join(src, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := sha256.Sum256(b); sums[n] != hex.EncodeToString(want[:]) {
+			t.Errorf("Verified[%s] = %s, want the file's SHA-256", n, sums[n])
+		}
+	}
 	fi, err := os.Stat(filepath.Join(r.Dir(id), "pages-1.img"))
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("pages file: %v, %v", fi, err)
@@ -127,6 +142,9 @@ func TestResumeAfterCancel(t *testing.T) {
 	id := testID(t)
 
 	first := cancelHalfway(t, p, id, src, names, total)
+	if _, err := r.Verified(id); !errors.Is(err, ErrIncomplete) {
+		t.Errorf("Verified of a partial transfer: %v, want ErrIncomplete", err)
+	}
 	if ok, _ := r.Complete(id); ok {
 		t.Fatal("cancelled transfer marked complete")
 	}

@@ -43,6 +43,9 @@ type Options struct {
 	// Restore, when set, is a checkpoint directory: the shim restores the container
 	// from it (running at once) instead of creating it from the bundle.
 	Restore string
+	// Verified: the agent checked the checkpoint's files against its manifest
+	// already; the restore does not hash them again.
+	Verified bool
 	// NetworkLock is CRIU's network lock backend for checkpoints and restores
 	// (criu.NetworkLock*), as the agent probed it; "" lets CRIU choose.
 	NetworkLock string
@@ -170,7 +173,7 @@ func start(o Options) (_ *server, retErr error) {
 		// it like a created one.
 		cp := o.checkpointer(rt)
 		c, err = cp.Restore(context.Background(), o.Restore, o.ID, checkpoint.RestoreOptions{
-			Bundle: o.Bundle, Rootfs: o.Rootfs, Stdio: [3]*os.File{inR, outW, errW},
+			Bundle: o.Bundle, Rootfs: o.Rootfs, Stdio: [3]*os.File{inR, outW, errW}, Verified: o.Verified,
 		})
 	}
 	// Only the container holds the write ends now: EOF on the read ends means every

@@ -50,6 +50,9 @@ func (o Options) Args() []string {
 	}
 	if o.Restore != "" {
 		args = append(args, "--restore", o.Restore)
+		if o.Verified {
+			args = append(args, "--verified")
+		}
 	}
 	return args
 }

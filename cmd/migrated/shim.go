@@ -31,6 +31,7 @@ func newShimCommand() *cobra.Command {
 	f.Int64Var(&o.LogMaxBytes, "log-max-bytes", 10<<20, "rotate the container log at this size")
 	f.IntVar(&o.LogMaxFiles, "log-max-files", 3, "log files kept")
 	f.StringVar(&o.Restore, "restore", "", "restore the container from this checkpoint directory instead of creating it")
+	f.BoolVar(&o.Verified, "verified", false, "the checkpoint's files were checked against its manifest already")
 	f.StringVar(&o.NetworkLock, "network-lock", "", "CRIU network lock backend (nftables or iptables)")
 	f.StringVar(&o.CRIUVersion, "criu-version", "", "CRIU version as the agent probed it")
 	f.StringVar(&o.CRIUPath, "criu", "", "CRIU binary (default /usr/local/sbin/criu)")
