@@ -8,6 +8,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"net"
@@ -33,7 +34,11 @@ func main() {
 	port := flag.Int("port", 8080, "TCP port to listen on (0: any free port)")
 	flag.Parse()
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
-	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(*port)))
+	// Plain TCP: Go listens with MPTCP where the kernel has it, and CRIU cannot
+	// dump MPTCP sockets ("Unsupported proto 262").
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	ln, err := lc.Listen(context.Background(), "tcp", net.JoinHostPort("", strconv.Itoa(*port)))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "httpcounter:", err)
 		os.Exit(1)
