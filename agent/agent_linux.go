@@ -92,6 +92,10 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	}
 	s.removeStaleImports()
 	s.removeStaleMoves()
+	if err := s.openSnapshots(); err != nil {
+		return err
+	}
+	defer s.closeSnapshots()
 	s.recoverMovedIn()
 	go s.expireIncoming(ctx)
 	// Probe CRIU once: shims get its network lock backend for checkpoints.
@@ -116,6 +120,7 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	}
 	ctlSrv := grpc.NewServer(peercred.ServerOptions()...)
 	migratev1.RegisterControlServer(ctlSrv, &controlAPI{s: s})
+	migratev1.RegisterSnapshotsServer(ctlSrv, &snapshotsAPI{s: s})
 	go func() { errc <- fmt.Errorf("control socket: %w", ctlSrv.Serve(ctl)) }()
 	defer func() {
 		ctlSrv.Stop()
@@ -133,10 +138,15 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		migratev1.RegisterPeerServer(peerSrv, &peerAPI{s: s})
 		migratev1.RegisterControlServer(peerSrv, &controlAPI{s: s})
 		transfer.RegisterServer(peerSrv, s.incoming)
+		migratev1.RegisterSnapshotPeerServer(peerSrv, &snapshotPeerAPI{s: s})
 		go func() { errc <- fmt.Errorf("peer listener: %w", peerSrv.Serve(pl)) }()
 		defer peerSrv.Stop()
 		o.Logger.Info("peer listener", "addr", pl.Addr().String())
 	}
+	// Scheduled snapshots; stopped (and waited for) before the store closes.
+	schedDone := make(chan struct{})
+	go func() { defer close(schedDone); s.runScheduler(ctx) }()
+	defer func() { cancel(); <-schedDone }()
 	o.Logger.Info("migrated running", "node", cfg.Node, "socket", cfg.ControlSocket, "data", cfg.DataDir, "containers", len(s.containers))
 	if o.Ready != nil {
 		o.Ready()

@@ -140,6 +140,7 @@ func (s *Service) checkpoint(ctx context.Context, c *shim.Client, r *migratev1.C
 	}
 	report(progress{phase: "dump", message: fmt.Sprintf("checkpointing as %s with CRIU (%s)", name, mode)})
 	res, err := c.Checkpoint(ctx, &shimv1.CheckpointRequest{Dir: dir, Id: name, LeaveRunning: r.LeaveRunning})
+	s.net.clearLocks(r.Id, filepath.Join(s.cfg.ContainersDir(), r.Id))
 	if err != nil {
 		return nil, shimErr("checkpoint", r.Id, err)
 	}
@@ -211,6 +212,7 @@ type restoreSource struct {
 	name    string // a checkpoint of this node, reserved while the restore reads it
 	dir     string // checkpoint directory (a name's, or a path given)
 	archive string // an exported archive to import first
+	lazyDir string // postcopy: the lazy-pages daemon's directory (restoreMovedLazy)
 	// verified: the caller checked every file of dir against the manifest, so
 	// neither the diff nor the shim hashes them again.
 	verified bool
@@ -350,6 +352,7 @@ func (s *Service) restore(ctx context.Context, src restoreSource, id string, rep
 	s.mu.Unlock()
 	fail := func(err error) (*migratev1.Container, error) {
 		s.cleanupRuntime(id)
+		_ = s.net.detach(id, e.dir)
 		_ = layers.Remove(e.dir)
 		os.RemoveAll(e.dir)
 		s.mu.Lock()
@@ -369,6 +372,15 @@ func (s *Service) restore(ctx context.Context, src restoreSource, id string, rep
 	if err := shim.WriteJSON(e.dir, shim.MetaFile, e.meta); err != nil {
 		return fail(fmt.Errorf("restore %s: %w", id, err))
 	}
+	// The network first: a node that cannot give the address refuses before
+	// mounting anything.
+	ep, err := s.net.restoreNetwork(id, e.dir, m)
+	if err != nil {
+		return fail(fmt.Errorf("restore %s: %w", id, err))
+	}
+	if ep != nil {
+		report(progress{phase: "network", message: fmt.Sprintf("address %s on bridge %s", ep.Address, s.cfg.Network.Bridge)})
+	}
 	rootfs := ""
 	if m.Rootfs.BaseDigest != "" {
 		report(progress{phase: "rootfs", message: "mounting the base " + m.Rootfs.BaseDigest + " under the checkpoint's changes"})
@@ -381,6 +393,7 @@ func (s *Service) restore(ctx context.Context, src restoreSource, id string, rep
 		ID: id, Bundle: m.Runtime.Bundle, Dir: e.dir, RuntimeRoot: s.cfg.RuntimeDir(), Rootfs: rootfs,
 		LogMaxBytes: s.cfg.Logs.MaxFileBytes, LogMaxFiles: s.cfg.Logs.MaxFiles,
 		Restore: dir, Verified: src.verified, NetworkLock: s.node.networkLock(ctx), CRIUVersion: s.node.criuVersion(ctx), CRIUPath: s.cfg.CRIU,
+		NetNS: ep.Path(), LazyPagesDir: src.lazyDir,
 	}})
 	if err != nil {
 		return fail(shimErr("restore", id, err))
@@ -399,6 +412,8 @@ func (s *Service) restore(ctx context.Context, src restoreSource, id string, rep
 	e.client, e.creating = c, false
 	_ = shim.ReadJSON(e.dir, shim.StateFile, &e.state)
 	e.mu.Unlock()
+	s.net.clearLocks(id, e.dir)
+	s.net.announce(id, ep)
 	s.events.publish(&migratev1.Event{Time: timestamppb.Now(), Type: "restored", ContainerId: id})
 	report(progress{phase: "restored", message: "container running"})
 	return s.describe(ctx, e)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/migratehq/migrate/agent/layers"
 	"github.com/migratehq/migrate/agent/logs"
+	"github.com/migratehq/migrate/agent/network"
 	"github.com/migratehq/migrate/agent/shim"
 	migratev1 "github.com/migratehq/migrate/api/migrate/v1"
 	shimv1 "github.com/migratehq/migrate/api/shim/v1"
@@ -124,11 +125,13 @@ func (s *Service) recover(ctx context.Context) error {
 			// A create interrupted before it was recorded: nothing to adopt.
 			s.log.Warn("removing incomplete container directory", "id", id, "err", err)
 			s.cleanupRuntime(id)
+			_ = s.net.detach(id, dir)
 			_ = layers.Remove(dir)
 			os.RemoveAll(dir)
 			continue
 		}
 		e := &entry{id: id, dir: dir, meta: meta}
+		s.net.adopt(id, dir)
 		_ = shim.ReadJSON(dir, shim.StateFile, &e.state)
 		if c, _, err := shim.Connect(ctx, dir); err == nil {
 			e.client = c
@@ -139,6 +142,7 @@ func (s *Service) recover(ctx context.Context) error {
 		s.containers[id] = e
 		s.events.publish(&migratev1.Event{Time: timestamppb.Now(), Type: "adopted", ContainerId: id})
 	}
+	s.net.sweep(s.cfg)
 	return nil
 }
 
@@ -168,6 +172,10 @@ func (s *Service) Create(ctx context.Context, r *migratev1.CreateRequest) (*migr
 	if _, err := os.Stat(filepath.Join(bundle, "config.json")); err != nil {
 		return nil, fmt.Errorf("create %s: %w: bundle %s has no config.json", r.Id, ErrInvalid, bundle)
 	}
+	addr, err := s.net.parse(r.Address)
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", r.Id, err)
+	}
 
 	e := &entry{id: r.Id, dir: filepath.Join(s.cfg.ContainersDir(), r.Id), creating: true,
 		meta: shim.Meta{ID: r.Id, Bundle: bundle, Created: time.Now().UTC()}}
@@ -179,6 +187,7 @@ func (s *Service) Create(ctx context.Context, r *migratev1.CreateRequest) (*migr
 	s.containers[r.Id] = e
 	s.mu.Unlock()
 	fail := func(err error) (*migratev1.CreateResponse, error) {
+		_ = s.net.detach(r.Id, e.dir)
 		_ = layers.Remove(e.dir)
 		os.RemoveAll(e.dir)
 		s.mu.Lock()
@@ -198,7 +207,11 @@ func (s *Service) Create(ctx context.Context, r *migratev1.CreateRequest) (*migr
 	if err := shim.WriteJSON(e.dir, shim.MetaFile, e.meta); err != nil {
 		return fail(fmt.Errorf("create %s: %w", r.Id, err))
 	}
-	runBundle, err := s.layerRootfs(e.dir, bundle)
+	ep, err := s.net.attach(r.Id, e.dir, addr)
+	if err != nil {
+		return fail(fmt.Errorf("create %s: %w", r.Id, err))
+	}
+	runBundle, err := s.layerRootfs(e.dir, bundle, ep)
 	if err != nil {
 		return fail(fmt.Errorf("create %s: %w", r.Id, err))
 	}
@@ -392,6 +405,9 @@ func (s *Service) Delete(ctx context.Context, r *migratev1.DeleteRequest) (*migr
 	if err := shim.RemoveCgroups(cgs, 5*time.Second); err != nil {
 		s.log.Warn("remove shim cgroups", "id", r.Id, "err", err)
 	}
+	if err := s.net.detach(r.Id, e.dir); err != nil {
+		return nil, fmt.Errorf("delete %s: %w", r.Id, err)
+	}
 	if err := layers.Remove(e.dir); err != nil {
 		return nil, fmt.Errorf("delete %s: %w", r.Id, err)
 	}
@@ -467,7 +483,7 @@ func (s *Service) Inspect(ctx context.Context, r *migratev1.InspectRequest) (*mi
 
 // describe builds the API view of a container, asking its shim for the live state.
 func (s *Service) describe(ctx context.Context, e *entry) (*migratev1.Container, error) {
-	c := &migratev1.Container{Id: e.id, Bundle: e.meta.Bundle, CreatedAt: timestamppb.New(e.meta.Created), Node: s.cfg.Node}
+	c := &migratev1.Container{Id: e.id, Bundle: e.meta.Bundle, CreatedAt: timestamppb.New(e.meta.Created), Node: s.cfg.Node, Address: s.net.address(e.id)}
 	if b, err := os.ReadFile(filepath.Join(e.meta.Bundle, "config.json")); err == nil {
 		c.Args = specArgs(b)
 	}
@@ -599,11 +615,12 @@ type progress struct {
 // becomes (or already is) a base in the store, the container gets its own
 // overlay upper layer, and a bundle whose root is that overlay. A checkpoint
 // then carries only the container's changes.
-func (s *Service) layerRootfs(dir, bundle string) (string, error) {
+func (s *Service) layerRootfs(dir, bundle string, ep *network.Endpoint) (string, error) {
 	sp, err := spec.Load(bundle)
 	if err != nil {
 		return "", fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
+	joinNetwork(sp, ep)
 	digest, err := s.bases.Import(spec.RootfsPath(sp, bundle))
 	if err != nil {
 		return "", err

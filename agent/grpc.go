@@ -151,6 +151,10 @@ func (a *peerAPI) AbortMove(ctx context.Context, r *migratev1.AbortMoveRequest) 
 	return res, toStatus(err)
 }
 
+func (a *peerAPI) Tunnel(stream grpc.BidiStreamingServer[migratev1.TunnelData, migratev1.TunnelData]) error {
+	return toStatus(a.s.Tunnel(stream))
+}
+
 // tlsIdentity returns the verified identity of an mTLS caller.
 func tlsIdentity(ctx context.Context) (pki.Identity, error) {
 	p, ok := peer.FromContext(ctx)
@@ -178,6 +182,9 @@ func authorizeTLS(ctx context.Context, method string) error {
 	case strings.HasPrefix(method, "/migrate.v1.Control/") && id.Role == pki.RoleAdmin:
 		return nil
 	case strings.HasPrefix(method, "/migrate.v1.Peer/") && (id.Role == pki.RoleNode || id.Role == pki.RoleAdmin):
+		return nil
+	case strings.HasPrefix(method, "/migrate.v1.SnapshotPeer/") && id.Role == pki.RoleNode:
+		// Only nodes push snapshots to each other.
 		return nil
 	case strings.HasPrefix(method, "/migrate.transfer.v1.Transfer/") && id.Role == pki.RoleNode:
 		// Only nodes send checkpoints to each other.

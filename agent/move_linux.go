@@ -42,15 +42,6 @@ const (
 	moveCleanupWindow = 10 * time.Minute
 )
 
-// moveMode checks a requested mode; only cold moves exist so far.
-func moveMode(m string) (string, error) {
-	switch m {
-	case "", "cold", "auto":
-		return "cold", nil
-	}
-	return "", fmt.Errorf("%w: move mode %q: use cold or auto", ErrInvalid, m)
-}
-
 // Move starts the move operation and streams its events. Everything that can be
 // refused is checked here, before the container is touched.
 func (s *Service) Move(ctx context.Context, r *migratev1.MoveRequest, send func(*migratev1.OperationEvent) error) error {
@@ -61,6 +52,9 @@ func (s *Service) Move(ctx context.Context, r *migratev1.MoveRequest, send func(
 	mode, err := moveMode(r.Mode)
 	if err != nil {
 		return fmt.Errorf("move %s: %w", r.Id, err)
+	}
+	if s.moves.lazy.receiving(r.Id) {
+		return fmt.Errorf("move %s: %w: its memory is still arriving from its previous node", r.Id, ErrInvalidState)
 	}
 	switch {
 	case r.To == "":
@@ -92,18 +86,35 @@ func (s *Service) Move(ctx context.Context, r *migratev1.MoveRequest, send func(
 	if err != nil {
 		return fmt.Errorf("move %s: node %s: %w", r.Id, r.To, peerErr(err))
 	}
+	choice, err := pickMode(mode, r.GetMaxDowntime().AsDuration(), s.moveFeatures(ctx), prep.GetFeatures(), r.To, s.containerMemory(r.Id))
+	if err != nil {
+		return fmt.Errorf("move %s: %w", r.Id, err)
+	}
 	if !s.moves.reserveOutgoing(r.Id) {
 		return fmt.Errorf("move %s: %w: a move of it is running", r.Id, ErrInvalidState)
 	}
-	plan := movePlan{id: r.Id, to: r.To, mode: mode, digest: digest, sendBase: digest != "" && !prep.HasBase, shim: c}
+	plan := movePlan{id: r.Id, to: r.To, mode: choice.mode, reason: choice.reason, digest: digest, sendBase: digest != "" && !prep.HasBase, shim: c}
 	op := s.ops.Start(s.bg, "move", r.Id, func(ctx context.Context, report func(ops.Progress)) (any, error) {
 		defer s.moves.releaseOutgoing(r.Id)
 		defer s.rec.Begin(metrics.OpMove)()
-		res, err := s.move(ctx, plan, func(p progress) {
+		rep := func(p progress) {
 			report(ops.Progress{Phase: p.phase, Message: p.message, Done: p.done, Total: p.total, Unit: p.unit})
-		})
-		m := metrics.Move{Mode: metrics.ModeCold}
-		if err != nil {
+		}
+		rep(progress{phase: "mode", message: plan.mode + ": " + plan.reason})
+		var res *migratev1.MoveResult
+		var err error
+		if plan.mode == modePostcopy {
+			res, err = s.movePostcopy(ctx, plan, rep)
+		} else {
+			res, err = s.move(ctx, plan, rep)
+		}
+		if res != nil {
+			res.ModeReason = plan.reason
+		}
+		m := metrics.Move{Mode: metricsMode(plan.mode)}
+		if errors.Is(err, errPagesLost) {
+			m.Result, m.Reason = metrics.ResultFailure, metrics.ReasonPagesLost
+		} else if err != nil {
 			m.Result, m.Reason = resultOf(err, moveFailure(err))
 		} else {
 			m.Result, m.Reason = metrics.ResultSuccess, metrics.ReasonNone
@@ -113,6 +124,9 @@ func (s *Service) Move(ctx context.Context, r *migratev1.MoveRequest, send func(
 			m.Phases = map[metrics.Phase]time.Duration{
 				metrics.PhaseDump: res.GetDump().AsDuration(), metrics.PhaseTransfer: res.GetTransfer().AsDuration(),
 				metrics.PhaseRestore: res.GetRestore().AsDuration(),
+			}
+			if res.GetLazyPages() != nil {
+				m.Phases[metrics.PhaseLazyPages] = res.GetLazyPages().AsDuration()
 			}
 			m.RawBytes, m.WireBytes = res.GetRawBytes(), res.GetWireBytes()
 		}
@@ -134,6 +148,7 @@ func peerErr(err error) error {
 
 type movePlan struct {
 	id, to, mode string
+	reason       string // why this mode (pickMode)
 	digest       string // rootfs base; "" for a container without a layered root
 	sendBase     bool   // the target lacks the base
 	shim         *shim.Client

@@ -21,9 +21,9 @@ import (
 )
 
 func TestMoveMode(t *testing.T) {
-	for _, m := range []string{"", "cold", "auto"} {
-		if got, err := moveMode(m); err != nil || got != "cold" {
-			t.Errorf("moveMode(%q) = %q, %v; want cold", m, got, err)
+	for m, want := range map[string]string{"": "auto", "auto": "auto", "cold": "cold", "postcopy": "postcopy", "precopy": "precopy"} {
+		if got, err := moveMode(m); err != nil || got != want {
+			t.Errorf("moveMode(%q) = %q, %v; want %s", m, got, err, want)
 		}
 	}
 	for _, m := range []string{"live", "COLD", "warp"} {

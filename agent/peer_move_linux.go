@@ -36,6 +36,7 @@ type moveTable struct {
 	mu       sync.Mutex
 	outgoing map[string]bool          // guarded by mu; container id -> a move is running
 	incoming map[string]*incomingMove // guarded by mu; transfer id -> its state
+	lazy     tunnels                  // postcopy moves to this node (tunnel_linux.go)
 }
 
 // incomingMove is the target's record of one move. mu serialises RestoreMoved and
@@ -84,14 +85,14 @@ func incomingDir(dataDir string) string { return filepath.Join(dataDir, "incomin
 func movesDir(dataDir string) string { return filepath.Join(dataDir, "moves") }
 
 // PrepareMove tells a source whether this node can take the container.
-func (s *Service) PrepareMove(_ context.Context, r *migratev1.PrepareMoveRequest) (*migratev1.PrepareMoveResponse, error) {
+func (s *Service) PrepareMove(ctx context.Context, r *migratev1.PrepareMoveRequest) (*migratev1.PrepareMoveResponse, error) {
 	if err := container.ValidateID(r.ContainerId); err != nil {
 		return nil, fmt.Errorf("prepare move: %w: %w", ErrInvalid, err)
 	}
 	if _, err := s.lookup(r.ContainerId); err == nil {
 		return nil, fmt.Errorf("move %s: node %s already has a container %w", r.ContainerId, s.cfg.Node, ErrExists)
 	}
-	out := &migratev1.PrepareMoveResponse{}
+	out := &migratev1.PrepareMoveResponse{Features: s.moveFeatures(ctx)}
 	if r.BaseDigest != "" {
 		p, err := s.bases.BasePath(r.BaseDigest)
 		if err != nil {
@@ -186,6 +187,9 @@ func (s *Service) restoreMoved(ctx context.Context, r *migratev1.RestoreMovedReq
 	}
 	if err := s.ownCgroup(ckpt, m, r.ContainerId); err != nil {
 		return nil, fmt.Errorf("restore moved %s: %w", r.ContainerId, err)
+	}
+	if r.LazyPages {
+		return s.restoreMovedLazy(ctx, r, ckpt)
 	}
 	return s.restore(ctx, restoreSource{dir: ckpt, verified: true}, r.ContainerId, func(p progress) {
 		s.log.Debug("restore moved", "id", r.ContainerId, "phase", p.phase, "message", p.message)
@@ -328,15 +332,25 @@ func (s *Service) AbortMove(ctx context.Context, r *migratev1.AbortMoveRequest) 
 	return out, nil
 }
 
-// removeStaleMoves deletes the checkpoints of outgoing moves an earlier agent
-// left: a move does not survive its source's restart (docs/move.md). Incoming
-// transfers stay: the source resumes a broken transfer after this agent's
-// restart, or drops it with AbortMove; stale ones expire (expireIncoming).
+// removeStaleMoves deletes what an earlier agent left of outgoing moves and of
+// post-copy work: a move does not survive its source's restart (docs/move.md).
+// Incoming transfers stay: the source resumes a broken transfer after this
+// agent's restart, or drops it with AbortMove; stale ones expire
+// (expireIncoming).
 func (s *Service) removeStaleMoves() {
-	des, _ := os.ReadDir(movesDir(s.cfg.DataDir))
-	for _, de := range des {
-		s.log.Warn("removing an interrupted outgoing move", "dir", filepath.Join(movesDir(s.cfg.DataDir), de.Name()))
-		os.RemoveAll(filepath.Join(movesDir(s.cfg.DataDir), de.Name()))
+	for _, root := range []string{movesDir(s.cfg.DataDir), lazyDir(s.cfg.DataDir)} {
+		des, _ := os.ReadDir(root)
+		for _, de := range des {
+			s.log.Warn("removing an interrupted move", "dir", filepath.Join(root, de.Name()))
+			os.RemoveAll(filepath.Join(root, de.Name()))
+		}
+	}
+	// A base import interrupted by the restart (importBase renames only a
+	// complete, verified tree into place).
+	imports, _ := filepath.Glob(filepath.Join(s.cfg.BasesDir(), ".import-*"))
+	for _, d := range imports {
+		s.log.Warn("removing an interrupted base import", "dir", d)
+		os.RemoveAll(d)
 	}
 }
 

@@ -32,6 +32,7 @@ type Service struct {
 	bases   *layers.Store
 	rec     metrics.Recorder
 	moves   *moveTable
+	net     *netState // containers' addresses on the shared network
 	// incoming receives the files of moves to this node, under <data>/incoming.
 	incoming *transfer.Receiver
 	bg       context.Context // outlives RPCs: operations run under it
@@ -41,6 +42,8 @@ type Service struct {
 
 	ckptMu   sync.Mutex
 	ckptBusy map[string]int // guarded by ckptMu; checkpoint name -> operations using it
+
+	snaps *snapshots // snapshot store and schedules (snapshots_linux.go)
 }
 
 func newService(bg context.Context, cfg *config.Config, o Options, p *peers) *Service {
@@ -51,6 +54,7 @@ func newService(bg context.Context, cfg *config.Config, o Options, p *peers) *Se
 		bases:      &layers.Store{Dir: cfg.BasesDir()},
 		rec:        metrics.Nop{},
 		moves:      newMoveTable(),
+		net:        newNetState(cfg, o.Logger),
 		incoming:   &transfer.Receiver{Root: incomingDir(cfg.DataDir)},
 		containers: map[string]*entry{},
 		ckptBusy:   map[string]int{},

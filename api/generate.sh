@@ -17,7 +17,7 @@ if [ "$(cat "$bin/versions" 2>/dev/null)" != "$want" ]; then
 	echo "$want" >"$bin/versions"
 fi
 
-protos=(migrate/v1/types.proto migrate/v1/control.proto migrate/v1/peer.proto shim/v1/shim.proto transfer/v1/transfer.proto)
+protos=(migrate/v1/types.proto migrate/v1/control.proto migrate/v1/peer.proto migrate/v1/snapshot.proto shim/v1/shim.proto transfer/v1/transfer.proto)
 PATH=$bin:$PATH protoc -I . -I /usr/include \
 	--go_out=. --go_opt=paths=source_relative \
 	--go-grpc_out=. --go-grpc_opt=paths=source_relative \

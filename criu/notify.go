@@ -33,6 +33,14 @@ type ExternalFilesNotify interface {
 	QueryExternalFiles() ([]string, error)
 }
 
+// StatusReadyNotify is implemented by a Notify that wants to know when CRIU is
+// ready for its peer: for a lazy-pages dump, the images are complete and the
+// page server listens ("status-ready"). It must return quickly: CRIU waits for
+// the answer before it serves anything.
+type StatusReadyNotify interface {
+	StatusReady() error
+}
+
 // NoNotify implements Notify by accepting every notification.
 type NoNotify struct{}
 
@@ -83,6 +91,11 @@ func dispatchNotify(n Notify, script string, pid int32, fd *os.File) (external [
 		}
 		if fd != nil {
 			fd.Close()
+		}
+		return nil, nil
+	case "status-ready":
+		if r, ok := n.(StatusReadyNotify); ok {
+			return nil, r.StatusReady()
 		}
 		return nil, nil
 	case "query-ext-files":

@@ -107,6 +107,16 @@ func (c *Client) dump(ctx context.Context, o DumpOptions, n Notify, typ rpc.Criu
 	if err != nil {
 		return fmt.Errorf("criu %s: %w", op, err)
 	}
+	if o.LazyPages && o.PageServer != nil && o.PageServer.Address != "" {
+		// The RPC ignores the page server's address for a lazy dump (CRIU would
+		// listen on every interface); a configuration file still sets it.
+		conf, err := lazyAddressConfig(o.ImagesDir, o.WorkDir, o.PageServer.Address)
+		if err != nil {
+			return fmt.Errorf("criu %s: %w", op, err)
+		}
+		defer os.Remove(conf)
+		opts.ConfigFile = ptr(conf)
+	}
 	_, err = c.do(ctx, call{
 		op:      op,
 		req:     &rpc.CriuReq{Type: typ.Enum(), Opts: opts},

@@ -71,13 +71,14 @@ type DumpOptions struct {
 	// LeaveRunning resumes the tree after the dump instead of killing it.
 	LeaveRunning bool
 
-	TCPEstablished bool
-	ExtUnixSk      bool
-	FileLocks      bool
-	ShellJob       bool
-	LinkRemap      bool
-	ManageCgroups  bool
-	CgroupMode     CgroupMode
+	TCPEstablished  bool
+	TCPSkipInFlight bool
+	ExtUnixSk       bool
+	FileLocks       bool
+	ShellJob        bool
+	LinkRemap       bool
+	ManageCgroups   bool
+	CgroupMode      CgroupMode
 	// External lists objects CRIU must not dump but expect at restore, in
 	// CRIU's --external syntax: "pipe:[12345]", "mnt[/path]:key", "net[ino]:key"...
 	External []string
@@ -229,6 +230,7 @@ func (o *DumpOptions) rpcOpts(imagesFd, workFd int, defaultLog string) (*rpc.Cri
 	}
 	r.Pid = ptr(int32(o.Pid))
 	setTrue(&r.LeaveRunning, o.LeaveRunning)
+	setTrue(&r.TcpSkipInFlight, o.TCPSkipInFlight)
 	setTrue(&r.TcpEstablished, o.TCPEstablished)
 	setTrue(&r.ExtUnixSk, o.ExtUnixSk)
 	setTrue(&r.FileLocks, o.FileLocks)

@@ -22,12 +22,15 @@ const (
 	ReasonCancelled         Reason = "cancelled"
 	ReasonTimeout           Reason = "timeout"
 	ReasonOther             Reason = "other"
+	// ReasonPagesLost: a postcopy move's page transfer broke after the target
+	// resumed the container (the source was lost); the container was stopped.
+	ReasonPagesLost Reason = "pages_lost"
 )
 
 // Reasons lists the failure reasons, without ReasonNone.
 var Reasons = []Reason{
 	ReasonTargetUnreachable, ReasonTransfer, ReasonRestore, ReasonDump,
-	ReasonCancelled, ReasonTimeout, ReasonOther,
+	ReasonCancelled, ReasonTimeout, ReasonPagesLost, ReasonOther,
 }
 
 // NormalizeReason maps r into the documented set; anything unknown, including
@@ -35,7 +38,7 @@ var Reasons = []Reason{
 func NormalizeReason(r Reason) Reason {
 	switch r {
 	case ReasonNone, ReasonTargetUnreachable, ReasonTransfer, ReasonRestore,
-		ReasonDump, ReasonCancelled, ReasonTimeout:
+		ReasonDump, ReasonCancelled, ReasonTimeout, ReasonPagesLost:
 		return r
 	}
 	return ReasonOther

@@ -36,6 +36,11 @@ type Recorder interface {
 	ObserveRestore(Restore)
 	// ObserveSnapshot records a finished snapshot.
 	ObserveSnapshot(Snapshot)
+	// ObserveScheduleLag records how late a scheduled snapshot started
+	// against its planned time (jitter included).
+	ObserveScheduleLag(time.Duration)
+	// SetSnapshotStore records the size of the snapshot store.
+	SetSnapshotStore(SnapshotStore)
 	// Begin counts an operation of kind in flight until the returned func is
 	// called; calling it more than once has no further effect.
 	Begin(kind OpKind) (end func())
@@ -79,6 +84,15 @@ type Snapshot struct {
 	Downtime     time.Duration
 	LogicalBytes int64 // image size as dumped
 	StoredBytes  int64 // new bytes written to the store after deduplication
+	// DedupRatio is the fraction of LogicalBytes the store had already (0..1).
+	DedupRatio float64
+}
+
+// SnapshotStore is the size of a node's snapshot store.
+type SnapshotStore struct {
+	Snapshots   int
+	Chunks      int
+	StoredBytes int64 // chunk and manifest bytes
 }
 
 // AgentInfo is exported as the labels of migrate_agent_info.
@@ -116,6 +130,11 @@ type Prom struct {
 	snapDowntime  prometheus.Histogram
 	snapBytes     *prometheus.HistogramVec
 	snapFailures  *prometheus.CounterVec
+	snapDedup     prometheus.Histogram
+	schedLag      prometheus.Histogram
+	storeBytes    prometheus.Gauge
+	storeSnaps    prometheus.Gauge
+	storeChunks   prometheus.Gauge
 	inFlight      *prometheus.GaugeVec
 	agentInfo     *prometheus.GaugeVec
 	agentStart    prometheus.Gauge
@@ -194,6 +213,28 @@ func New(reg prometheus.Registerer, o Options) (*Prom, error) {
 			Namespace: namespace, Name: "snapshot_failures_total",
 			Help: "Failed snapshots by reason.",
 		}, []string{"reason"}),
+		snapDedup: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "snapshot_dedup_ratio",
+			Help:    "Fraction of a snapshot's logical bytes the store held already.",
+			Buckets: []float64{0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999},
+		}),
+		schedLag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "snapshot_schedule_lag_seconds",
+			Help:    "How late a scheduled snapshot started against its planned time.",
+			Buckets: DowntimeBuckets,
+		}),
+		storeBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "snapshot_store_bytes",
+			Help: "Bytes of the snapshot store: chunks (compressed) and manifests.",
+		}),
+		storeSnaps: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "snapshot_store_snapshots",
+			Help: "Snapshots in the snapshot store.",
+		}),
+		storeChunks: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "snapshot_store_chunks",
+			Help: "Chunks in the snapshot store.",
+		}),
 		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "operations_in_flight",
 			Help: "Operations running now, by kind.",
@@ -239,6 +280,7 @@ func New(reg prometheus.Registerer, o Options) (*Prom, error) {
 		p.moveDowntime, p.movePhase, p.moveBytes, p.moves,
 		p.ckptDuration, p.ckptDowntime, p.ckptSize, p.restDuration, p.ckpts, p.restores,
 		p.snapDuration, p.snapDowntime, p.snapBytes, p.snapFailures,
+		p.snapDedup, p.schedLag, p.storeBytes, p.storeSnaps, p.storeChunks,
 		p.inFlight, p.agentInfo, p.agentStart,
 	}
 	if p.containers != nil {
@@ -305,6 +347,17 @@ func (p *Prom) ObserveSnapshot(s Snapshot) {
 	}
 	p.snapBytes.WithLabelValues("logical").Observe(float64(s.LogicalBytes))
 	p.snapBytes.WithLabelValues("stored").Observe(float64(s.StoredBytes))
+	p.snapDedup.Observe(s.DedupRatio)
+}
+
+// ObserveScheduleLag implements Recorder.
+func (p *Prom) ObserveScheduleLag(d time.Duration) { p.schedLag.Observe(max(d, 0).Seconds()) }
+
+// SetSnapshotStore implements Recorder.
+func (p *Prom) SetSnapshotStore(st SnapshotStore) {
+	p.storeBytes.Set(float64(st.StoredBytes))
+	p.storeSnaps.Set(float64(st.Snapshots))
+	p.storeChunks.Set(float64(st.Chunks))
 }
 
 // Begin implements Recorder.
@@ -363,6 +416,12 @@ func (Nop) ObserveRestore(Restore) {}
 
 // ObserveSnapshot implements Recorder.
 func (Nop) ObserveSnapshot(Snapshot) {}
+
+// ObserveScheduleLag implements Recorder.
+func (Nop) ObserveScheduleLag(time.Duration) {}
+
+// SetSnapshotStore implements Recorder.
+func (Nop) SetSnapshotStore(SnapshotStore) {}
 
 // Begin implements Recorder.
 func (Nop) Begin(OpKind) func() { return func() {} }

@@ -19,24 +19,29 @@ import (
 
 // allMetrics is every family New registers, with its type.
 var allMetrics = map[string]dto.MetricType{
-	"migrate_move_downtime_seconds":       dto.MetricType_HISTOGRAM,
-	"migrate_move_phase_duration_seconds": dto.MetricType_HISTOGRAM,
-	"migrate_move_bytes_total":            dto.MetricType_COUNTER,
-	"migrate_moves_total":                 dto.MetricType_COUNTER,
-	"migrate_checkpoint_duration_seconds": dto.MetricType_HISTOGRAM,
-	"migrate_checkpoint_downtime_seconds": dto.MetricType_HISTOGRAM,
-	"migrate_checkpoint_size_bytes":       dto.MetricType_HISTOGRAM,
-	"migrate_restore_duration_seconds":    dto.MetricType_HISTOGRAM,
-	"migrate_checkpoints_total":           dto.MetricType_COUNTER,
-	"migrate_restores_total":              dto.MetricType_COUNTER,
-	"migrate_snapshot_duration_seconds":   dto.MetricType_HISTOGRAM,
-	"migrate_snapshot_downtime_seconds":   dto.MetricType_HISTOGRAM,
-	"migrate_snapshot_bytes":              dto.MetricType_HISTOGRAM,
-	"migrate_snapshot_failures_total":     dto.MetricType_COUNTER,
-	"migrate_agent_info":                  dto.MetricType_GAUGE,
-	"migrate_agent_start_time_seconds":    dto.MetricType_GAUGE,
-	"migrate_containers":                  dto.MetricType_GAUGE,
-	"migrate_operations_in_flight":        dto.MetricType_GAUGE,
+	"migrate_move_downtime_seconds":         dto.MetricType_HISTOGRAM,
+	"migrate_move_phase_duration_seconds":   dto.MetricType_HISTOGRAM,
+	"migrate_move_bytes_total":              dto.MetricType_COUNTER,
+	"migrate_moves_total":                   dto.MetricType_COUNTER,
+	"migrate_checkpoint_duration_seconds":   dto.MetricType_HISTOGRAM,
+	"migrate_checkpoint_downtime_seconds":   dto.MetricType_HISTOGRAM,
+	"migrate_checkpoint_size_bytes":         dto.MetricType_HISTOGRAM,
+	"migrate_restore_duration_seconds":      dto.MetricType_HISTOGRAM,
+	"migrate_checkpoints_total":             dto.MetricType_COUNTER,
+	"migrate_restores_total":                dto.MetricType_COUNTER,
+	"migrate_snapshot_duration_seconds":     dto.MetricType_HISTOGRAM,
+	"migrate_snapshot_downtime_seconds":     dto.MetricType_HISTOGRAM,
+	"migrate_snapshot_bytes":                dto.MetricType_HISTOGRAM,
+	"migrate_snapshot_failures_total":       dto.MetricType_COUNTER,
+	"migrate_snapshot_dedup_ratio":          dto.MetricType_HISTOGRAM,
+	"migrate_snapshot_schedule_lag_seconds": dto.MetricType_HISTOGRAM,
+	"migrate_snapshot_store_bytes":          dto.MetricType_GAUGE,
+	"migrate_snapshot_store_snapshots":      dto.MetricType_GAUGE,
+	"migrate_snapshot_store_chunks":         dto.MetricType_GAUGE,
+	"migrate_agent_info":                    dto.MetricType_GAUGE,
+	"migrate_agent_start_time_seconds":      dto.MetricType_GAUGE,
+	"migrate_containers":                    dto.MetricType_GAUGE,
+	"migrate_operations_in_flight":          dto.MetricType_GAUGE,
 }
 
 // newTest returns a Recorder on its own registry, with every optional metric.
@@ -73,6 +78,8 @@ func recordAll(p Recorder) {
 	p.ObserveRestore(Restore{Result: ResultSuccess, Duration: 500 * time.Millisecond})
 	p.ObserveSnapshot(Snapshot{Result: ResultSuccess, Duration: time.Second, Downtime: 20 * time.Millisecond, LogicalBytes: 8 << 20, StoredBytes: 2 << 20})
 	p.ObserveSnapshot(Snapshot{Result: ResultFailure, Reason: ReasonTimeout})
+	p.ObserveScheduleLag(1500 * time.Millisecond)
+	p.SetSnapshotStore(SnapshotStore{Snapshots: 3, Chunks: 100, StoredBytes: 9 << 20})
 	p.Begin(OpMove)
 }
 

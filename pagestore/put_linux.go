@@ -143,8 +143,14 @@ func (p *putter) addFile(path, rel string, mode uint32) error {
 	e := fileEntry{Path: rel, Type: typeFile, Mode: mode}
 	var sp splitter
 	if isPageImage(rel) {
-		e.ChunkSize = p.s.opts.PageChunkSize
-		sp = &fixedSplitter{r: f, size: e.ChunkSize}
+		// Cut at addresses when the pagemap allows (pagemap.go); chunk
+		// sizes are then listed, as for content-defined chunks.
+		if sizes := pageChunkSizes(path, fi.Size(), p.s.opts.PageChunkSize); sizes != nil {
+			sp = &sizedSplitter{f: f, sizes: sizes}
+		} else {
+			e.ChunkSize = p.s.opts.PageChunkSize
+			sp = &fixedSplitter{r: f, size: e.ChunkSize}
+		}
 	} else {
 		sp = &cdcSplitter{r: f}
 	}

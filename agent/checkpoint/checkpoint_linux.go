@@ -60,6 +60,20 @@ type Options struct {
 	// what the dumped processes wrote (their logs), and can hold its own locks
 	// while it copies.
 	Files func(copy func(dst, src string) error) error
+	// Lazy, when set, makes a post-copy dump: memory pages stay out of the
+	// images and CRIU serves them from the frozen tasks (see Lazy).
+	Lazy *Lazy
+}
+
+// Lazy configures a lazy-pages dump. The container must be paused. Once the
+// checkpoint directory is complete (its manifest written and renamed into
+// place) and CRIU's page server listens on 127.0.0.1:Port, Ready is called;
+// Checkpoint then returns only when the page server has served every page (a
+// lazy-pages daemon took them all) or failed. Cancelling the context kills
+// CRIU: the pages not served yet are lost, and the container stays paused.
+type Lazy struct {
+	Port  int
+	Ready func(m *Manifest) error
 }
 
 // Layer is a layered root filesystem: a base with a content digest and the
@@ -119,10 +133,16 @@ func (cp *Checkpointer) Checkpoint(ctx context.Context, c *container.Container, 
 	}
 	opts := criu.DumpOptions{
 		ImagesDir: images, Pid: c.InitPid(), LeaveRunning: o.LeaveRunning,
-		TCPEstablished: true, ExtUnixSk: true, FileLocks: true,
+		TCPEstablished: true, TCPSkipInFlight: true, ExtUnixSk: true, FileLocks: true,
 		ManageCgroups: true, CgroupMode: criu.CgroupModeSoft,
 		ExtMounts: bindMounts(s), NetworkLock: cp.NetworkLock,
 		FreezeCgroup: freezerPath(c),
+	}
+	if err := externalNetNS(c, m, &opts); err != nil {
+		return nil, fmt.Errorf("checkpoint %s: %w", id, err)
+	}
+	if o.Lazy != nil {
+		return cp.lazyCheckpoint(ctx, c, dir, tmp, m, opts, o)
 	}
 	// A container left running must not change its files between the dump
 	// and the rootfs diff, or a copy would run memory and files of different
@@ -211,6 +231,13 @@ type RestoreOptions struct {
 	Bundle string
 	// Stdio replaces the init's fds 0-2 that were pipes at dump time.
 	Stdio [3]*os.File
+	// NetNS is the network namespace file to restore into, for a checkpoint
+	// whose namespace was external (Manifest.Network).
+	NetNS string
+	// LazyPagesDir, when set, restores a lazy-pages checkpoint: a `criu
+	// lazy-pages` daemon listens in this directory (criu.StartLazyPages), which
+	// is then CRIU's work directory for the restore.
+	LazyPagesDir string
 	// Verified: the caller checked every file against the manifest (Verify or
 	// VerifyKnown) and nobody else can write the directory: only the manifest is
 	// read.
@@ -243,6 +270,13 @@ func (cp *Checkpointer) Restore(ctx context.Context, dir, id string, o RestoreOp
 	if bundle == "" {
 		bundle = m.Runtime.Bundle
 	}
+	netns, err := restoreNetNS(m, o.NetNS)
+	if err != nil {
+		return nil, fmt.Errorf("restore %s: %w", id, err)
+	}
+	if netns != nil {
+		defer netns.Close()
+	}
 	x, err := cp.Runtime.PrepareRestore(id, container.RestoreOptions{Bundle: bundle, Rootfs: rootfs, Spec: m.Spec, Child: true})
 	if err != nil {
 		return nil, fmt.Errorf("restore %s: %w", id, err)
@@ -257,7 +291,9 @@ func (cp *Checkpointer) Restore(ctx context.Context, dir, id string, o RestoreOp
 	// The work directory keeps CRIU's restore log beside the checkpoint (not
 	// inside it, so its file list stays verifiable).
 	work := dir + ".restore-" + id
-	if err := os.RemoveAll(work); err != nil {
+	if o.LazyPagesDir != "" {
+		work = o.LazyPagesDir // the daemon's socket is there already
+	} else if err := os.RemoveAll(work); err != nil {
 		return nil, err
 	}
 	root := filepath.Join(work, "root")
@@ -289,6 +325,9 @@ func (cp *Checkpointer) Restore(ctx context.Context, dir, id string, o RestoreOp
 			inherit = append(inherit, criu.InheritFd{Key: key, File: o.Stdio[fd]})
 		}
 	}
+	if netns != nil {
+		inherit = append(inherit, criu.InheritFd{Key: m.Network.NetNSKey, File: netns})
+	}
 	// The images of a checkpoint are read-only input; CRIU writes its log
 	// next to them only in the work directory.
 	opts := criu.RestoreOptions{
@@ -297,7 +336,7 @@ func (cp *Checkpointer) Restore(ctx context.Context, dir, id string, o RestoreOp
 		ManageCgroups: true, CgroupMode: criu.CgroupModeSoft,
 		CgroupRoots:    map[string]string{"": x.CgroupPath()},
 		TCPEstablished: true, ExtUnixSk: true, FileLocks: true, RstSibling: true,
-		NetworkLock: cp.NetworkLock,
+		NetworkLock: cp.NetworkLock, LazyPages: o.LazyPagesDir != "",
 	}
 	pid, err := cp.CRIU.Restore(ctx, opts, criu.NoNotify{})
 	if err != nil {

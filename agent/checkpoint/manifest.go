@@ -47,6 +47,21 @@ type Rootfs struct {
 	Path string `json:"path"`
 }
 
+// Network is a network namespace external to the checkpoint.
+type Network struct {
+	// NetNSKey is the key CRIU's images name the namespace by; a restore
+	// passes the new namespace under it (--inherit-fd).
+	NetNSKey string `json:"netnsKey"`
+	// Address is the container's address on the nodes' shared network
+	// ("10.88.0.10/24"), from its spec's AddressAnnotation; "" when the
+	// namespace was the user's own.
+	Address string `json:"address,omitempty"`
+}
+
+// AddressAnnotation is the spec annotation the agent records a container's
+// address in.
+const AddressAnnotation = "org.migratehq.network.address"
+
 // RuntimeState is what the runtime knew of the container at dump time.
 type RuntimeState struct {
 	InitPid    int    `json:"initPid"`
@@ -71,7 +86,14 @@ type Manifest struct {
 	LeaveRunning bool          `json:"leaveRunning"`
 	Downtime     time.Duration `json:"downtimeNs"`
 	Rootfs       Rootfs        `json:"rootfs"`
-	Files        []File        `json:"files"`
+	// Network is set when the container's network namespace was given by
+	// path: CRIU left it out of the images, a restore must hand one in.
+	Network *Network `json:"network,omitempty"`
+	Files   []File   `json:"files"`
+
+	// LazyPages: the memory pages are not in the images; a restore needs the
+	// dumping CRIU's page server (post-copy move).
+	LazyPages bool `json:"lazyPages,omitempty"`
 }
 
 // hashFile returns the size and sha256 of path.

@@ -45,6 +45,18 @@ type Config struct {
 	Logs  LogConfig         `json:"logs"`
 	// Metrics serves Prometheus metrics over plain HTTP on Listen ("" disables).
 	Metrics MetricsConfig `json:"metrics"`
+	// Network attaches containers given an address to a network the nodes share.
+	Network NetworkConfig `json:"network"`
+}
+
+// NetworkConfig is the node's attachment to the network containers keep their
+// address on (docs/network.md).
+type NetworkConfig struct {
+	// Bridge is an existing Linux bridge in the agent's network namespace,
+	// joined to the shared L2 network; "" means containers cannot get an address.
+	Bridge string `json:"bridge"`
+	// Gateway, optional, is the default route given to containers.
+	Gateway string `json:"gateway"`
 }
 
 // MetricsConfig is the /metrics listener.
@@ -201,6 +213,16 @@ func (c *Config) Validate() error {
 			add("peer.listen needs tls: peers talk mutual TLS only")
 		}
 	}
+	if c.Network.Bridge != "" && (len(c.Network.Bridge) > 15 || strings.ContainsAny(c.Network.Bridge, "/ \t")) {
+		add("network.bridge %q is not an interface name", c.Network.Bridge)
+	}
+	if c.Network.Gateway != "" {
+		if ip := net.ParseIP(c.Network.Gateway); ip == nil || ip.To4() == nil {
+			add("network.gateway %q is not an IPv4 address", c.Network.Gateway)
+		} else if c.Network.Bridge == "" {
+			add("network.gateway needs network.bridge")
+		}
+	}
 	if len(c.Peers) > 0 && !hasTLS {
 		add("peers need tls: peers talk mutual TLS only")
 	}
@@ -239,6 +261,9 @@ func (c *Config) CheckpointsDir() string { return filepath.Join(c.DataDir, "chec
 
 // BasesDir holds the read-only rootfs bases containers are layered on.
 func (c *Config) BasesDir() string { return filepath.Join(c.DataDir, "bases") }
+
+// NetNSDir holds the bind-mounted network namespaces of containers with an address.
+func (c *Config) NetNSDir() string { return filepath.Join(c.DataDir, "netns") }
 
 // RuntimeDir is the OCI runtime's state root.
 func (c *Config) RuntimeDir() string { return filepath.Join(c.DataDir, "runtime") }

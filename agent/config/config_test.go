@@ -55,6 +55,9 @@ func TestInvalid(t *testing.T) {
 		"peer is self":    {"node: n1\ntls:\n  dir: /x\npeers:\n  n1: a:1\n", "this node"},
 		"peer bad addr":   {"tls:\n  dir: /x\npeers:\n  n2: nohostport\n", "address"},
 		"partial tls":     {"tls:\n  ca: /ca.pem\n", "ca, cert and key"},
+		"bridge name":     {"network:\n  bridge: a/b\n", "network.bridge"},
+		"bad gateway":     {"network:\n  bridge: br0\n  gateway: 10.1\n", "network.gateway"},
+		"gateway alone":   {"network:\n  gateway: 10.88.0.1\n", "needs network.bridge"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			c := Default()
@@ -106,5 +109,27 @@ func TestFlagsOverride(t *testing.T) {
 	_ = fs.Parse([]string{"--peer", "bad"})
 	if err := o.Apply(Default()); !errors.Is(err, ErrInvalid) {
 		t.Errorf("--peer bad: %v", err)
+	}
+}
+
+func TestNetworkConfig(t *testing.T) {
+	c := Default()
+	c.Node = "n1"
+	if err := Parse([]byte("network:\n  bridge: br0\n  gateway: 10.88.0.1\n"), c); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Network.Bridge != "br0" || c.Network.Gateway != "10.88.0.1" {
+		t.Errorf("network: %+v", c.Network)
+	}
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	o := AddFlags(fs)
+	if err := fs.Parse([]string{"--network-bridge", "br7"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Apply(c); err != nil || c.Network.Bridge != "br7" || c.Network.Gateway != "10.88.0.1" {
+		t.Errorf("after --network-bridge: %+v, %v", c.Network, err)
 	}
 }

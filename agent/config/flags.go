@@ -20,6 +20,7 @@ type Overrides struct {
 	stopTimeout   time.Duration
 	criu          string
 	metricsListen string
+	networkBridge string
 }
 
 // AddFlags registers the override flags on fs.
@@ -34,6 +35,7 @@ func AddFlags(fs *pflag.FlagSet) *Overrides {
 	fs.DurationVar(&o.stopTimeout, "stop-timeout", 0, "default stop grace period")
 	fs.StringVar(&o.criu, "criu", "", "CRIU binary (default /usr/local/sbin/criu)")
 	fs.StringVar(&o.metricsListen, "metrics-listen", "", "address of the Prometheus /metrics listener, e.g. :9464")
+	fs.StringVar(&o.networkBridge, "network-bridge", "", "Linux bridge joined to the shared network; containers created with an address attach to it")
 	return o
 }
 
@@ -50,6 +52,9 @@ func (o *Overrides) Apply(c *Config) error {
 	}
 	if o.fs.Changed("metrics-listen") {
 		c.Metrics.Listen = o.metricsListen
+	}
+	if o.fs.Changed("network-bridge") {
+		c.Network.Bridge = o.networkBridge
 	}
 	if o.fs.Changed("socket") {
 		c.ControlSocket = o.controlSocket

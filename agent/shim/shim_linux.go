@@ -56,6 +56,12 @@ type Options struct {
 	// Rootfs is where a restored container's root is (a layered root the
 	// agent mounted); "" means the path the checkpoint recorded.
 	Rootfs string
+	// NetNS is the network namespace file a restored container goes into
+	// when its checkpoint's namespace was external (the agent prepared it).
+	NetNS string
+	// LazyPagesDir, with Restore, restores a postcopy checkpoint whose pages a
+	// `criu lazy-pages` daemon listening in this directory provides.
+	LazyPagesDir string
 }
 
 // readyMsg is written on the ready pipe.
@@ -173,7 +179,8 @@ func start(o Options) (_ *server, retErr error) {
 		// it like a created one.
 		cp := o.checkpointer(rt)
 		c, err = cp.Restore(context.Background(), o.Restore, o.ID, checkpoint.RestoreOptions{
-			Bundle: o.Bundle, Rootfs: o.Rootfs, Stdio: [3]*os.File{inR, outW, errW}, Verified: o.Verified,
+			Bundle: o.Bundle, Rootfs: o.Rootfs, Stdio: [3]*os.File{inR, outW, errW}, NetNS: o.NetNS, Verified: o.Verified,
+			LazyPagesDir: o.LazyPagesDir,
 		})
 	}
 	// Only the container holds the write ends now: EOF on the read ends means every

@@ -54,6 +54,12 @@ func (o Options) Args() []string {
 			args = append(args, "--verified")
 		}
 	}
+	if o.NetNS != "" {
+		args = append(args, "--netns", o.NetNS)
+	}
+	if o.LazyPagesDir != "" {
+		args = append(args, "--lazy-pages-dir", o.LazyPagesDir)
+	}
 	return args
 }
 

@@ -44,7 +44,7 @@ func printContainer(g *globals, cmd *cobra.Command, c *migratev1.Container) erro
 
 // newRunCommand makes `run` (create and start) or `create`.
 func newRunCommand(g *globals, start bool) *cobra.Command {
-	var bundle string
+	var bundle, ip string
 	use, short := "create ID", "create a container from an OCI bundle, ready to start"
 	if start {
 		use, short = "run ID", "create and start a container from an OCI bundle"
@@ -68,7 +68,7 @@ func newRunCommand(g *globals, start bool) *cobra.Command {
 				return err
 			}
 			defer done()
-			r, err := c.Create(ctx, &migratev1.CreateRequest{Id: args[0], Bundle: b, Start: start})
+			r, err := c.Create(ctx, &migratev1.CreateRequest{Id: args[0], Bundle: b, Start: start, Address: ip})
 			if err != nil {
 				return err
 			}
@@ -76,6 +76,7 @@ func newRunCommand(g *globals, start bool) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&bundle, "bundle", "b", ".", "OCI bundle directory (config.json and rootfs) on the agent's host")
+	cmd.Flags().StringVar(&ip, "ip", "", "address on the nodes' shared network, kept across moves, e.g. 10.88.0.10/24 (needs the agent's network.bridge)")
 	return cmd
 }
 

@@ -35,6 +35,7 @@ func run(args []string) int {
 		newNodesCommand(g), newVersionCommand(g), newClusterCommand(g),
 		newOperationsCommand(g), newEventsCommand(g),
 		newCheckpointCommand(g), newRestoreCommand(g), newCheckpointsCommand(g), newMoveCommand(g),
+		newSnapshotCommand(g),
 	)
 	root.SetArgs(args)
 	// Flag and argument errors are usage errors.

@@ -36,6 +36,8 @@ func newShimCommand() *cobra.Command {
 	f.StringVar(&o.CRIUVersion, "criu-version", "", "CRIU version as the agent probed it")
 	f.StringVar(&o.CRIUPath, "criu", "", "CRIU binary (default /usr/local/sbin/criu)")
 	f.StringVar(&o.Rootfs, "rootfs", "", "root filesystem of a restored container (default: as checkpointed)")
+	f.StringVar(&o.NetNS, "netns", "", "network namespace file of a restored container whose checkpoint's namespace was external")
+	f.StringVar(&o.LazyPagesDir, "lazy-pages-dir", "", "with --restore: restore lazily from the criu lazy-pages daemon listening in this directory")
 	for _, n := range []string{"id", "bundle", "dir", "runtime-root"} {
 		_ = cmd.MarkFlagRequired(n)
 	}

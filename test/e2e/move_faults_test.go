@@ -93,7 +93,9 @@ func transferredAtLeast(frac float64) func(string) bool {
 // matches; what names the condition in failures.
 func moveWhen(t *testing.T, a *agent, id, to, what string, match func(string) bool, at func()) result {
 	t.Helper()
-	cmd := exec.Command(migratectlBin, "--socket", a.sock, "move", id, "--to", to)
+	// Cold: these faults are about the transfer and restore phases of a cold move
+	// (post-copy faults are in postcopy_test.go).
+	cmd := exec.Command(migratectlBin, "--socket", a.sock, "move", id, "--to", to, "--mode", "cold")
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	stderr, err := cmd.StderrPipe()

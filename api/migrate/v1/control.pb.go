@@ -9,6 +9,7 @@ package migratev1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -75,8 +76,11 @@ type CreateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// Absolute path of the OCI bundle on the agent's host.
-	Bundle        string `protobuf:"bytes,2,opt,name=bundle,proto3" json:"bundle,omitempty"`
-	Start         bool   `protobuf:"varint,3,opt,name=start,proto3" json:"start,omitempty"`
+	Bundle string `protobuf:"bytes,2,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	Start  bool   `protobuf:"varint,3,opt,name=start,proto3" json:"start,omitempty"`
+	// Address of the container on the node's shared network (network.bridge), in CIDR
+	// form ("10.88.0.10/24"); it keeps it across moves. Empty: a private network only.
+	Address       string `protobuf:"bytes,4,opt,name=address,proto3" json:"address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -130,6 +134,13 @@ func (x *CreateRequest) GetStart() bool {
 		return x.Start
 	}
 	return false
+}
+
+func (x *CreateRequest) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
 }
 
 type CreateResponse struct {
@@ -1956,8 +1967,11 @@ type MoveRequest struct {
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// Name of the target node, as configured under peers.
 	To string `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
-	// "cold" (default) or "auto"; auto picks cold until live modes exist.
-	Mode          string `protobuf:"bytes,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	// "auto" (default), "cold", "postcopy" or "precopy" (docs/move.md, docs/postcopy.md).
+	Mode string `protobuf:"bytes,3,opt,name=mode,proto3" json:"mode,omitempty"`
+	// When set, the move is refused before the container is touched unless a mode is
+	// expected to keep the downtime within it; auto picks such a mode.
+	MaxDowntime   *durationpb.Duration `protobuf:"bytes,4,opt,name=max_downtime,json=maxDowntime,proto3" json:"max_downtime,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2013,16 +2027,24 @@ func (x *MoveRequest) GetMode() string {
 	return ""
 }
 
+func (x *MoveRequest) GetMaxDowntime() *durationpb.Duration {
+	if x != nil {
+		return x.MaxDowntime
+	}
+	return nil
+}
+
 var File_migrate_v1_control_proto protoreflect.FileDescriptor
 
 const file_migrate_v1_control_proto_rawDesc = "" +
 	"\n" +
 	"\x18migrate/v1/control.proto\x12\n" +
-	"migrate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16migrate/v1/types.proto\"M\n" +
+	"migrate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16migrate/v1/types.proto\"g\n" +
 	"\rCreateRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06bundle\x18\x02 \x01(\tR\x06bundle\x12\x14\n" +
-	"\x05start\x18\x03 \x01(\bR\x05start\"E\n" +
+	"\x05start\x18\x03 \x01(\bR\x05start\x12\x18\n" +
+	"\aaddress\x18\x04 \x01(\tR\aaddress\"E\n" +
 	"\x0eCreateResponse\x123\n" +
 	"\tcontainer\x18\x01 \x01(\v2\x15.migrate.v1.ContainerR\tcontainer\"\x1e\n" +
 	"\fStartRequest\x12\x0e\n" +
@@ -2132,11 +2154,12 @@ const file_migrate_v1_control_proto_rawDesc = "" +
 	"\tspec_json\x18\x03 \x01(\fR\bspecJson\"-\n" +
 	"\x17DeleteCheckpointRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x1a\n" +
-	"\x18DeleteCheckpointResponse\"A\n" +
+	"\x18DeleteCheckpointResponse\"\x7f\n" +
 	"\vMoveRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\x12\x12\n" +
-	"\x04mode\x18\x03 \x01(\tR\x04mode*U\n" +
+	"\x04mode\x18\x03 \x01(\tR\x04mode\x12<\n" +
+	"\fmax_downtime\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\vmaxDowntime*U\n" +
 	"\tLogStream\x12\x1a\n" +
 	"\x16LOG_STREAM_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11LOG_STREAM_STDOUT\x10\x01\x12\x15\n" +
@@ -2225,7 +2248,8 @@ var file_migrate_v1_control_proto_goTypes = []any{
 	(*Operation)(nil),                 // 42: migrate.v1.Operation
 	(*Checkpoint)(nil),                // 43: migrate.v1.Checkpoint
 	(*CheckpointFile)(nil),            // 44: migrate.v1.CheckpointFile
-	(*OperationEvent)(nil),            // 45: migrate.v1.OperationEvent
+	(*durationpb.Duration)(nil),       // 45: google.protobuf.Duration
+	(*OperationEvent)(nil),            // 46: migrate.v1.OperationEvent
 }
 var file_migrate_v1_control_proto_depIdxs = []int32{
 	39, // 0: migrate.v1.CreateResponse.container:type_name -> migrate.v1.Container
@@ -2245,53 +2269,54 @@ var file_migrate_v1_control_proto_depIdxs = []int32{
 	43, // 14: migrate.v1.ListCheckpointsResponse.checkpoints:type_name -> migrate.v1.Checkpoint
 	43, // 15: migrate.v1.InspectCheckpointResponse.checkpoint:type_name -> migrate.v1.Checkpoint
 	44, // 16: migrate.v1.InspectCheckpointResponse.files:type_name -> migrate.v1.CheckpointFile
-	1,  // 17: migrate.v1.Control.Create:input_type -> migrate.v1.CreateRequest
-	3,  // 18: migrate.v1.Control.Start:input_type -> migrate.v1.StartRequest
-	5,  // 19: migrate.v1.Control.Stop:input_type -> migrate.v1.StopRequest
-	6,  // 20: migrate.v1.Control.Kill:input_type -> migrate.v1.KillRequest
-	8,  // 21: migrate.v1.Control.Delete:input_type -> migrate.v1.DeleteRequest
-	10, // 22: migrate.v1.Control.List:input_type -> migrate.v1.ListRequest
-	12, // 23: migrate.v1.Control.Inspect:input_type -> migrate.v1.InspectRequest
-	14, // 24: migrate.v1.Control.Logs:input_type -> migrate.v1.LogsRequest
-	16, // 25: migrate.v1.Control.Exec:input_type -> migrate.v1.ExecRequest
-	18, // 26: migrate.v1.Control.NodeInfo:input_type -> migrate.v1.NodeInfoRequest
-	20, // 27: migrate.v1.Control.Nodes:input_type -> migrate.v1.NodesRequest
-	23, // 28: migrate.v1.Control.ListOperations:input_type -> migrate.v1.ListOperationsRequest
-	25, // 29: migrate.v1.Control.WatchOperation:input_type -> migrate.v1.WatchOperationRequest
-	26, // 30: migrate.v1.Control.CancelOperation:input_type -> migrate.v1.CancelOperationRequest
-	28, // 31: migrate.v1.Control.Events:input_type -> migrate.v1.EventsRequest
-	30, // 32: migrate.v1.Control.Checkpoint:input_type -> migrate.v1.CheckpointRequest
-	31, // 33: migrate.v1.Control.Restore:input_type -> migrate.v1.RestoreRequest
-	32, // 34: migrate.v1.Control.ListCheckpoints:input_type -> migrate.v1.ListCheckpointsRequest
-	34, // 35: migrate.v1.Control.InspectCheckpoint:input_type -> migrate.v1.InspectCheckpointRequest
-	36, // 36: migrate.v1.Control.DeleteCheckpoint:input_type -> migrate.v1.DeleteCheckpointRequest
-	38, // 37: migrate.v1.Control.Move:input_type -> migrate.v1.MoveRequest
-	2,  // 38: migrate.v1.Control.Create:output_type -> migrate.v1.CreateResponse
-	4,  // 39: migrate.v1.Control.Start:output_type -> migrate.v1.StartResponse
-	45, // 40: migrate.v1.Control.Stop:output_type -> migrate.v1.OperationEvent
-	7,  // 41: migrate.v1.Control.Kill:output_type -> migrate.v1.KillResponse
-	9,  // 42: migrate.v1.Control.Delete:output_type -> migrate.v1.DeleteResponse
-	11, // 43: migrate.v1.Control.List:output_type -> migrate.v1.ListResponse
-	13, // 44: migrate.v1.Control.Inspect:output_type -> migrate.v1.InspectResponse
-	15, // 45: migrate.v1.Control.Logs:output_type -> migrate.v1.LogEntry
-	17, // 46: migrate.v1.Control.Exec:output_type -> migrate.v1.ExecOutput
-	19, // 47: migrate.v1.Control.NodeInfo:output_type -> migrate.v1.NodeInfoResponse
-	22, // 48: migrate.v1.Control.Nodes:output_type -> migrate.v1.NodesResponse
-	24, // 49: migrate.v1.Control.ListOperations:output_type -> migrate.v1.ListOperationsResponse
-	45, // 50: migrate.v1.Control.WatchOperation:output_type -> migrate.v1.OperationEvent
-	27, // 51: migrate.v1.Control.CancelOperation:output_type -> migrate.v1.CancelOperationResponse
-	29, // 52: migrate.v1.Control.Events:output_type -> migrate.v1.Event
-	45, // 53: migrate.v1.Control.Checkpoint:output_type -> migrate.v1.OperationEvent
-	45, // 54: migrate.v1.Control.Restore:output_type -> migrate.v1.OperationEvent
-	33, // 55: migrate.v1.Control.ListCheckpoints:output_type -> migrate.v1.ListCheckpointsResponse
-	35, // 56: migrate.v1.Control.InspectCheckpoint:output_type -> migrate.v1.InspectCheckpointResponse
-	37, // 57: migrate.v1.Control.DeleteCheckpoint:output_type -> migrate.v1.DeleteCheckpointResponse
-	45, // 58: migrate.v1.Control.Move:output_type -> migrate.v1.OperationEvent
-	38, // [38:59] is the sub-list for method output_type
-	17, // [17:38] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	45, // 17: migrate.v1.MoveRequest.max_downtime:type_name -> google.protobuf.Duration
+	1,  // 18: migrate.v1.Control.Create:input_type -> migrate.v1.CreateRequest
+	3,  // 19: migrate.v1.Control.Start:input_type -> migrate.v1.StartRequest
+	5,  // 20: migrate.v1.Control.Stop:input_type -> migrate.v1.StopRequest
+	6,  // 21: migrate.v1.Control.Kill:input_type -> migrate.v1.KillRequest
+	8,  // 22: migrate.v1.Control.Delete:input_type -> migrate.v1.DeleteRequest
+	10, // 23: migrate.v1.Control.List:input_type -> migrate.v1.ListRequest
+	12, // 24: migrate.v1.Control.Inspect:input_type -> migrate.v1.InspectRequest
+	14, // 25: migrate.v1.Control.Logs:input_type -> migrate.v1.LogsRequest
+	16, // 26: migrate.v1.Control.Exec:input_type -> migrate.v1.ExecRequest
+	18, // 27: migrate.v1.Control.NodeInfo:input_type -> migrate.v1.NodeInfoRequest
+	20, // 28: migrate.v1.Control.Nodes:input_type -> migrate.v1.NodesRequest
+	23, // 29: migrate.v1.Control.ListOperations:input_type -> migrate.v1.ListOperationsRequest
+	25, // 30: migrate.v1.Control.WatchOperation:input_type -> migrate.v1.WatchOperationRequest
+	26, // 31: migrate.v1.Control.CancelOperation:input_type -> migrate.v1.CancelOperationRequest
+	28, // 32: migrate.v1.Control.Events:input_type -> migrate.v1.EventsRequest
+	30, // 33: migrate.v1.Control.Checkpoint:input_type -> migrate.v1.CheckpointRequest
+	31, // 34: migrate.v1.Control.Restore:input_type -> migrate.v1.RestoreRequest
+	32, // 35: migrate.v1.Control.ListCheckpoints:input_type -> migrate.v1.ListCheckpointsRequest
+	34, // 36: migrate.v1.Control.InspectCheckpoint:input_type -> migrate.v1.InspectCheckpointRequest
+	36, // 37: migrate.v1.Control.DeleteCheckpoint:input_type -> migrate.v1.DeleteCheckpointRequest
+	38, // 38: migrate.v1.Control.Move:input_type -> migrate.v1.MoveRequest
+	2,  // 39: migrate.v1.Control.Create:output_type -> migrate.v1.CreateResponse
+	4,  // 40: migrate.v1.Control.Start:output_type -> migrate.v1.StartResponse
+	46, // 41: migrate.v1.Control.Stop:output_type -> migrate.v1.OperationEvent
+	7,  // 42: migrate.v1.Control.Kill:output_type -> migrate.v1.KillResponse
+	9,  // 43: migrate.v1.Control.Delete:output_type -> migrate.v1.DeleteResponse
+	11, // 44: migrate.v1.Control.List:output_type -> migrate.v1.ListResponse
+	13, // 45: migrate.v1.Control.Inspect:output_type -> migrate.v1.InspectResponse
+	15, // 46: migrate.v1.Control.Logs:output_type -> migrate.v1.LogEntry
+	17, // 47: migrate.v1.Control.Exec:output_type -> migrate.v1.ExecOutput
+	19, // 48: migrate.v1.Control.NodeInfo:output_type -> migrate.v1.NodeInfoResponse
+	22, // 49: migrate.v1.Control.Nodes:output_type -> migrate.v1.NodesResponse
+	24, // 50: migrate.v1.Control.ListOperations:output_type -> migrate.v1.ListOperationsResponse
+	46, // 51: migrate.v1.Control.WatchOperation:output_type -> migrate.v1.OperationEvent
+	27, // 52: migrate.v1.Control.CancelOperation:output_type -> migrate.v1.CancelOperationResponse
+	29, // 53: migrate.v1.Control.Events:output_type -> migrate.v1.Event
+	46, // 54: migrate.v1.Control.Checkpoint:output_type -> migrate.v1.OperationEvent
+	46, // 55: migrate.v1.Control.Restore:output_type -> migrate.v1.OperationEvent
+	33, // 56: migrate.v1.Control.ListCheckpoints:output_type -> migrate.v1.ListCheckpointsResponse
+	35, // 57: migrate.v1.Control.InspectCheckpoint:output_type -> migrate.v1.InspectCheckpointResponse
+	37, // 58: migrate.v1.Control.DeleteCheckpoint:output_type -> migrate.v1.DeleteCheckpointResponse
+	46, // 59: migrate.v1.Control.Move:output_type -> migrate.v1.OperationEvent
+	39, // [39:60] is the sub-list for method output_type
+	18, // [18:39] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_migrate_v1_control_proto_init() }

@@ -22,6 +22,59 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type TunnelData struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// First message of the source only: the move's transfer id.
+	TransferId    string `protobuf:"bytes,1,opt,name=transfer_id,json=transferId,proto3" json:"transfer_id,omitempty"`
+	Data          []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TunnelData) Reset() {
+	*x = TunnelData{}
+	mi := &file_migrate_v1_peer_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TunnelData) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TunnelData) ProtoMessage() {}
+
+func (x *TunnelData) ProtoReflect() protoreflect.Message {
+	mi := &file_migrate_v1_peer_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TunnelData.ProtoReflect.Descriptor instead.
+func (*TunnelData) Descriptor() ([]byte, []int) {
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *TunnelData) GetTransferId() string {
+	if x != nil {
+		return x.TransferId
+	}
+	return ""
+}
+
+func (x *TunnelData) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 type PrepareMoveRequest struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
@@ -33,7 +86,7 @@ type PrepareMoveRequest struct {
 
 func (x *PrepareMoveRequest) Reset() {
 	*x = PrepareMoveRequest{}
-	mi := &file_migrate_v1_peer_proto_msgTypes[0]
+	mi := &file_migrate_v1_peer_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -45,7 +98,7 @@ func (x *PrepareMoveRequest) String() string {
 func (*PrepareMoveRequest) ProtoMessage() {}
 
 func (x *PrepareMoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_migrate_v1_peer_proto_msgTypes[0]
+	mi := &file_migrate_v1_peer_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -58,7 +111,7 @@ func (x *PrepareMoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareMoveRequest.ProtoReflect.Descriptor instead.
 func (*PrepareMoveRequest) Descriptor() ([]byte, []int) {
-	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{0}
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *PrepareMoveRequest) GetContainerId() string {
@@ -76,15 +129,17 @@ func (x *PrepareMoveRequest) GetBaseDigest() string {
 }
 
 type PrepareMoveResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	HasBase       bool                   `protobuf:"varint,1,opt,name=has_base,json=hasBase,proto3" json:"has_base,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	HasBase bool                   `protobuf:"varint,1,opt,name=has_base,json=hasBase,proto3" json:"has_base,omitempty"`
+	// What the target can do, for the choice of a mode.
+	Features      *MoveFeatures `protobuf:"bytes,2,opt,name=features,proto3" json:"features,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PrepareMoveResponse) Reset() {
 	*x = PrepareMoveResponse{}
-	mi := &file_migrate_v1_peer_proto_msgTypes[1]
+	mi := &file_migrate_v1_peer_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -96,7 +151,7 @@ func (x *PrepareMoveResponse) String() string {
 func (*PrepareMoveResponse) ProtoMessage() {}
 
 func (x *PrepareMoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_migrate_v1_peer_proto_msgTypes[1]
+	mi := &file_migrate_v1_peer_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -109,7 +164,7 @@ func (x *PrepareMoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareMoveResponse.ProtoReflect.Descriptor instead.
 func (*PrepareMoveResponse) Descriptor() ([]byte, []int) {
-	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{1}
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *PrepareMoveResponse) GetHasBase() bool {
@@ -119,20 +174,94 @@ func (x *PrepareMoveResponse) GetHasBase() bool {
 	return false
 }
 
+func (x *PrepareMoveResponse) GetFeatures() *MoveFeatures {
+	if x != nil {
+		return x.Features
+	}
+	return nil
+}
+
+// MoveFeatures says which move modes a node supports, and why not.
+type MoveFeatures struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Postcopy: CRIU lazy pages (userfaultfd with non-cooperative events).
+	LazyPages bool `protobuf:"varint,1,opt,name=lazy_pages,json=lazyPages,proto3" json:"lazy_pages,omitempty"`
+	// Precopy: soft-dirty memory tracking.
+	MemTrack bool `protobuf:"varint,2,opt,name=mem_track,json=memTrack,proto3" json:"mem_track,omitempty"`
+	// Human-readable reasons for what is missing, empty when all is there.
+	Missing       []string `protobuf:"bytes,3,rep,name=missing,proto3" json:"missing,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MoveFeatures) Reset() {
+	*x = MoveFeatures{}
+	mi := &file_migrate_v1_peer_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MoveFeatures) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MoveFeatures) ProtoMessage() {}
+
+func (x *MoveFeatures) ProtoReflect() protoreflect.Message {
+	mi := &file_migrate_v1_peer_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MoveFeatures.ProtoReflect.Descriptor instead.
+func (*MoveFeatures) Descriptor() ([]byte, []int) {
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *MoveFeatures) GetLazyPages() bool {
+	if x != nil {
+		return x.LazyPages
+	}
+	return false
+}
+
+func (x *MoveFeatures) GetMemTrack() bool {
+	if x != nil {
+		return x.MemTrack
+	}
+	return false
+}
+
+func (x *MoveFeatures) GetMissing() []string {
+	if x != nil {
+		return x.Missing
+	}
+	return nil
+}
+
 type RestoreMovedRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Transfer (migrate.transfer.v1) holding checkpoint/ and, if sent, base.tar.
 	TransferId  string `protobuf:"bytes,1,opt,name=transfer_id,json=transferId,proto3" json:"transfer_id,omitempty"`
 	ContainerId string `protobuf:"bytes,2,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
 	// Name of the source node, for events and logs.
-	From          string `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
+	From string `protobuf:"bytes,3,opt,name=from,proto3" json:"from,omitempty"`
+	// Postcopy: the checkpoint has no memory pages; the target restores with lazy
+	// pages fetched through the move's Tunnel, which must be open.
+	LazyPages     bool `protobuf:"varint,4,opt,name=lazy_pages,json=lazyPages,proto3" json:"lazy_pages,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RestoreMovedRequest) Reset() {
 	*x = RestoreMovedRequest{}
-	mi := &file_migrate_v1_peer_proto_msgTypes[2]
+	mi := &file_migrate_v1_peer_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -144,7 +273,7 @@ func (x *RestoreMovedRequest) String() string {
 func (*RestoreMovedRequest) ProtoMessage() {}
 
 func (x *RestoreMovedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_migrate_v1_peer_proto_msgTypes[2]
+	mi := &file_migrate_v1_peer_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -157,7 +286,7 @@ func (x *RestoreMovedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreMovedRequest.ProtoReflect.Descriptor instead.
 func (*RestoreMovedRequest) Descriptor() ([]byte, []int) {
-	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{2}
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RestoreMovedRequest) GetTransferId() string {
@@ -181,6 +310,13 @@ func (x *RestoreMovedRequest) GetFrom() string {
 	return ""
 }
 
+func (x *RestoreMovedRequest) GetLazyPages() bool {
+	if x != nil {
+		return x.LazyPages
+	}
+	return false
+}
+
 type RestoreMovedResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Container     *Container             `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
@@ -190,7 +326,7 @@ type RestoreMovedResponse struct {
 
 func (x *RestoreMovedResponse) Reset() {
 	*x = RestoreMovedResponse{}
-	mi := &file_migrate_v1_peer_proto_msgTypes[3]
+	mi := &file_migrate_v1_peer_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -202,7 +338,7 @@ func (x *RestoreMovedResponse) String() string {
 func (*RestoreMovedResponse) ProtoMessage() {}
 
 func (x *RestoreMovedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_migrate_v1_peer_proto_msgTypes[3]
+	mi := &file_migrate_v1_peer_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -215,7 +351,7 @@ func (x *RestoreMovedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreMovedResponse.ProtoReflect.Descriptor instead.
 func (*RestoreMovedResponse) Descriptor() ([]byte, []int) {
-	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{3}
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RestoreMovedResponse) GetContainer() *Container {
@@ -235,7 +371,7 @@ type AbortMoveRequest struct {
 
 func (x *AbortMoveRequest) Reset() {
 	*x = AbortMoveRequest{}
-	mi := &file_migrate_v1_peer_proto_msgTypes[4]
+	mi := &file_migrate_v1_peer_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -247,7 +383,7 @@ func (x *AbortMoveRequest) String() string {
 func (*AbortMoveRequest) ProtoMessage() {}
 
 func (x *AbortMoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_migrate_v1_peer_proto_msgTypes[4]
+	mi := &file_migrate_v1_peer_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -260,7 +396,7 @@ func (x *AbortMoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortMoveRequest.ProtoReflect.Descriptor instead.
 func (*AbortMoveRequest) Descriptor() ([]byte, []int) {
-	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{4}
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AbortMoveRequest) GetTransferId() string {
@@ -287,7 +423,7 @@ type AbortMoveResponse struct {
 
 func (x *AbortMoveResponse) Reset() {
 	*x = AbortMoveResponse{}
-	mi := &file_migrate_v1_peer_proto_msgTypes[5]
+	mi := &file_migrate_v1_peer_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -299,7 +435,7 @@ func (x *AbortMoveResponse) String() string {
 func (*AbortMoveResponse) ProtoMessage() {}
 
 func (x *AbortMoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_migrate_v1_peer_proto_msgTypes[5]
+	mi := &file_migrate_v1_peer_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -312,7 +448,7 @@ func (x *AbortMoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortMoveResponse.ProtoReflect.Descriptor instead.
 func (*AbortMoveResponse) Descriptor() ([]byte, []int) {
-	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{5}
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AbortMoveResponse) GetRemovedContainer() bool {
@@ -333,7 +469,7 @@ type PingRequest struct {
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_migrate_v1_peer_proto_msgTypes[6]
+	mi := &file_migrate_v1_peer_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -345,7 +481,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_migrate_v1_peer_proto_msgTypes[6]
+	mi := &file_migrate_v1_peer_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -358,7 +494,7 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{6}
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PingRequest) GetFrom() string {
@@ -385,7 +521,7 @@ type PingResponse struct {
 
 func (x *PingResponse) Reset() {
 	*x = PingResponse{}
-	mi := &file_migrate_v1_peer_proto_msgTypes[7]
+	mi := &file_migrate_v1_peer_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -397,7 +533,7 @@ func (x *PingResponse) String() string {
 func (*PingResponse) ProtoMessage() {}
 
 func (x *PingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_migrate_v1_peer_proto_msgTypes[7]
+	mi := &file_migrate_v1_peer_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -410,7 +546,7 @@ func (x *PingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingResponse.ProtoReflect.Descriptor instead.
 func (*PingResponse) Descriptor() ([]byte, []int) {
-	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{7}
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PingResponse) GetNode() string {
@@ -435,7 +571,7 @@ type PeerNodeInfoRequest struct {
 
 func (x *PeerNodeInfoRequest) Reset() {
 	*x = PeerNodeInfoRequest{}
-	mi := &file_migrate_v1_peer_proto_msgTypes[8]
+	mi := &file_migrate_v1_peer_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -447,7 +583,7 @@ func (x *PeerNodeInfoRequest) String() string {
 func (*PeerNodeInfoRequest) ProtoMessage() {}
 
 func (x *PeerNodeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_migrate_v1_peer_proto_msgTypes[8]
+	mi := &file_migrate_v1_peer_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -460,7 +596,7 @@ func (x *PeerNodeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerNodeInfoRequest.ProtoReflect.Descriptor instead.
 func (*PeerNodeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{8}
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{10}
 }
 
 type PeerNodeInfoResponse struct {
@@ -472,7 +608,7 @@ type PeerNodeInfoResponse struct {
 
 func (x *PeerNodeInfoResponse) Reset() {
 	*x = PeerNodeInfoResponse{}
-	mi := &file_migrate_v1_peer_proto_msgTypes[9]
+	mi := &file_migrate_v1_peer_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -484,7 +620,7 @@ func (x *PeerNodeInfoResponse) String() string {
 func (*PeerNodeInfoResponse) ProtoMessage() {}
 
 func (x *PeerNodeInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_migrate_v1_peer_proto_msgTypes[9]
+	mi := &file_migrate_v1_peer_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -497,7 +633,7 @@ func (x *PeerNodeInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerNodeInfoResponse.ProtoReflect.Descriptor instead.
 func (*PeerNodeInfoResponse) Descriptor() ([]byte, []int) {
-	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{9}
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PeerNodeInfoResponse) GetNode() *NodeInfo {
@@ -512,18 +648,31 @@ var File_migrate_v1_peer_proto protoreflect.FileDescriptor
 const file_migrate_v1_peer_proto_rawDesc = "" +
 	"\n" +
 	"\x15migrate/v1/peer.proto\x12\n" +
-	"migrate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16migrate/v1/types.proto\"X\n" +
+	"migrate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16migrate/v1/types.proto\"A\n" +
+	"\n" +
+	"TunnelData\x12\x1f\n" +
+	"\vtransfer_id\x18\x01 \x01(\tR\n" +
+	"transferId\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"X\n" +
 	"\x12PrepareMoveRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x1f\n" +
 	"\vbase_digest\x18\x02 \x01(\tR\n" +
-	"baseDigest\"0\n" +
+	"baseDigest\"f\n" +
 	"\x13PrepareMoveResponse\x12\x19\n" +
-	"\bhas_base\x18\x01 \x01(\bR\ahasBase\"m\n" +
+	"\bhas_base\x18\x01 \x01(\bR\ahasBase\x124\n" +
+	"\bfeatures\x18\x02 \x01(\v2\x18.migrate.v1.MoveFeaturesR\bfeatures\"d\n" +
+	"\fMoveFeatures\x12\x1d\n" +
+	"\n" +
+	"lazy_pages\x18\x01 \x01(\bR\tlazyPages\x12\x1b\n" +
+	"\tmem_track\x18\x02 \x01(\bR\bmemTrack\x12\x18\n" +
+	"\amissing\x18\x03 \x03(\tR\amissing\"\x8c\x01\n" +
 	"\x13RestoreMovedRequest\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\x12!\n" +
 	"\fcontainer_id\x18\x02 \x01(\tR\vcontainerId\x12\x12\n" +
-	"\x04from\x18\x03 \x01(\tR\x04from\"K\n" +
+	"\x04from\x18\x03 \x01(\tR\x04from\x12\x1d\n" +
+	"\n" +
+	"lazy_pages\x18\x04 \x01(\bR\tlazyPages\"K\n" +
 	"\x14RestoreMovedResponse\x123\n" +
 	"\tcontainer\x18\x01 \x01(\v2\x15.migrate.v1.ContainerR\tcontainer\"V\n" +
 	"\x10AbortMoveRequest\x12\x1f\n" +
@@ -540,13 +689,14 @@ const file_migrate_v1_peer_proto_rawDesc = "" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\x15\n" +
 	"\x13PeerNodeInfoRequest\"@\n" +
 	"\x14PeerNodeInfoResponse\x12(\n" +
-	"\x04node\x18\x01 \x01(\v2\x14.migrate.v1.NodeInfoR\x04node2\xfd\x02\n" +
+	"\x04node\x18\x01 \x01(\v2\x14.migrate.v1.NodeInfoR\x04node2\xbb\x03\n" +
 	"\x04Peer\x129\n" +
 	"\x04Ping\x12\x17.migrate.v1.PingRequest\x1a\x18.migrate.v1.PingResponse\x12M\n" +
 	"\bNodeInfo\x12\x1f.migrate.v1.PeerNodeInfoRequest\x1a .migrate.v1.PeerNodeInfoResponse\x12N\n" +
 	"\vPrepareMove\x12\x1e.migrate.v1.PrepareMoveRequest\x1a\x1f.migrate.v1.PrepareMoveResponse\x12Q\n" +
 	"\fRestoreMoved\x12\x1f.migrate.v1.RestoreMovedRequest\x1a .migrate.v1.RestoreMovedResponse\x12H\n" +
-	"\tAbortMove\x12\x1c.migrate.v1.AbortMoveRequest\x1a\x1d.migrate.v1.AbortMoveResponseB7Z5github.com/migratehq/migrate/api/migrate/v1;migratev1b\x06proto3"
+	"\tAbortMove\x12\x1c.migrate.v1.AbortMoveRequest\x1a\x1d.migrate.v1.AbortMoveResponse\x12<\n" +
+	"\x06Tunnel\x12\x16.migrate.v1.TunnelData\x1a\x16.migrate.v1.TunnelData(\x010\x01B7Z5github.com/migratehq/migrate/api/migrate/v1;migratev1b\x06proto3"
 
 var (
 	file_migrate_v1_peer_proto_rawDescOnce sync.Once
@@ -560,42 +710,47 @@ func file_migrate_v1_peer_proto_rawDescGZIP() []byte {
 	return file_migrate_v1_peer_proto_rawDescData
 }
 
-var file_migrate_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_migrate_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_migrate_v1_peer_proto_goTypes = []any{
-	(*PrepareMoveRequest)(nil),    // 0: migrate.v1.PrepareMoveRequest
-	(*PrepareMoveResponse)(nil),   // 1: migrate.v1.PrepareMoveResponse
-	(*RestoreMovedRequest)(nil),   // 2: migrate.v1.RestoreMovedRequest
-	(*RestoreMovedResponse)(nil),  // 3: migrate.v1.RestoreMovedResponse
-	(*AbortMoveRequest)(nil),      // 4: migrate.v1.AbortMoveRequest
-	(*AbortMoveResponse)(nil),     // 5: migrate.v1.AbortMoveResponse
-	(*PingRequest)(nil),           // 6: migrate.v1.PingRequest
-	(*PingResponse)(nil),          // 7: migrate.v1.PingResponse
-	(*PeerNodeInfoRequest)(nil),   // 8: migrate.v1.PeerNodeInfoRequest
-	(*PeerNodeInfoResponse)(nil),  // 9: migrate.v1.PeerNodeInfoResponse
-	(*Container)(nil),             // 10: migrate.v1.Container
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
-	(*NodeInfo)(nil),              // 12: migrate.v1.NodeInfo
+	(*TunnelData)(nil),            // 0: migrate.v1.TunnelData
+	(*PrepareMoveRequest)(nil),    // 1: migrate.v1.PrepareMoveRequest
+	(*PrepareMoveResponse)(nil),   // 2: migrate.v1.PrepareMoveResponse
+	(*MoveFeatures)(nil),          // 3: migrate.v1.MoveFeatures
+	(*RestoreMovedRequest)(nil),   // 4: migrate.v1.RestoreMovedRequest
+	(*RestoreMovedResponse)(nil),  // 5: migrate.v1.RestoreMovedResponse
+	(*AbortMoveRequest)(nil),      // 6: migrate.v1.AbortMoveRequest
+	(*AbortMoveResponse)(nil),     // 7: migrate.v1.AbortMoveResponse
+	(*PingRequest)(nil),           // 8: migrate.v1.PingRequest
+	(*PingResponse)(nil),          // 9: migrate.v1.PingResponse
+	(*PeerNodeInfoRequest)(nil),   // 10: migrate.v1.PeerNodeInfoRequest
+	(*PeerNodeInfoResponse)(nil),  // 11: migrate.v1.PeerNodeInfoResponse
+	(*Container)(nil),             // 12: migrate.v1.Container
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*NodeInfo)(nil),              // 14: migrate.v1.NodeInfo
 }
 var file_migrate_v1_peer_proto_depIdxs = []int32{
-	10, // 0: migrate.v1.RestoreMovedResponse.container:type_name -> migrate.v1.Container
-	11, // 1: migrate.v1.PingRequest.sent_at:type_name -> google.protobuf.Timestamp
-	11, // 2: migrate.v1.PingResponse.time:type_name -> google.protobuf.Timestamp
-	12, // 3: migrate.v1.PeerNodeInfoResponse.node:type_name -> migrate.v1.NodeInfo
-	6,  // 4: migrate.v1.Peer.Ping:input_type -> migrate.v1.PingRequest
-	8,  // 5: migrate.v1.Peer.NodeInfo:input_type -> migrate.v1.PeerNodeInfoRequest
-	0,  // 6: migrate.v1.Peer.PrepareMove:input_type -> migrate.v1.PrepareMoveRequest
-	2,  // 7: migrate.v1.Peer.RestoreMoved:input_type -> migrate.v1.RestoreMovedRequest
-	4,  // 8: migrate.v1.Peer.AbortMove:input_type -> migrate.v1.AbortMoveRequest
-	7,  // 9: migrate.v1.Peer.Ping:output_type -> migrate.v1.PingResponse
-	9,  // 10: migrate.v1.Peer.NodeInfo:output_type -> migrate.v1.PeerNodeInfoResponse
-	1,  // 11: migrate.v1.Peer.PrepareMove:output_type -> migrate.v1.PrepareMoveResponse
-	3,  // 12: migrate.v1.Peer.RestoreMoved:output_type -> migrate.v1.RestoreMovedResponse
-	5,  // 13: migrate.v1.Peer.AbortMove:output_type -> migrate.v1.AbortMoveResponse
-	9,  // [9:14] is the sub-list for method output_type
-	4,  // [4:9] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	3,  // 0: migrate.v1.PrepareMoveResponse.features:type_name -> migrate.v1.MoveFeatures
+	12, // 1: migrate.v1.RestoreMovedResponse.container:type_name -> migrate.v1.Container
+	13, // 2: migrate.v1.PingRequest.sent_at:type_name -> google.protobuf.Timestamp
+	13, // 3: migrate.v1.PingResponse.time:type_name -> google.protobuf.Timestamp
+	14, // 4: migrate.v1.PeerNodeInfoResponse.node:type_name -> migrate.v1.NodeInfo
+	8,  // 5: migrate.v1.Peer.Ping:input_type -> migrate.v1.PingRequest
+	10, // 6: migrate.v1.Peer.NodeInfo:input_type -> migrate.v1.PeerNodeInfoRequest
+	1,  // 7: migrate.v1.Peer.PrepareMove:input_type -> migrate.v1.PrepareMoveRequest
+	4,  // 8: migrate.v1.Peer.RestoreMoved:input_type -> migrate.v1.RestoreMovedRequest
+	6,  // 9: migrate.v1.Peer.AbortMove:input_type -> migrate.v1.AbortMoveRequest
+	0,  // 10: migrate.v1.Peer.Tunnel:input_type -> migrate.v1.TunnelData
+	9,  // 11: migrate.v1.Peer.Ping:output_type -> migrate.v1.PingResponse
+	11, // 12: migrate.v1.Peer.NodeInfo:output_type -> migrate.v1.PeerNodeInfoResponse
+	2,  // 13: migrate.v1.Peer.PrepareMove:output_type -> migrate.v1.PrepareMoveResponse
+	5,  // 14: migrate.v1.Peer.RestoreMoved:output_type -> migrate.v1.RestoreMovedResponse
+	7,  // 15: migrate.v1.Peer.AbortMove:output_type -> migrate.v1.AbortMoveResponse
+	0,  // 16: migrate.v1.Peer.Tunnel:output_type -> migrate.v1.TunnelData
+	11, // [11:17] is the sub-list for method output_type
+	5,  // [5:11] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_migrate_v1_peer_proto_init() }
@@ -610,7 +765,7 @@ func file_migrate_v1_peer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_migrate_v1_peer_proto_rawDesc), len(file_migrate_v1_peer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

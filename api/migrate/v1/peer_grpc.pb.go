@@ -24,6 +24,7 @@ const (
 	Peer_PrepareMove_FullMethodName  = "/migrate.v1.Peer/PrepareMove"
 	Peer_RestoreMoved_FullMethodName = "/migrate.v1.Peer/RestoreMoved"
 	Peer_AbortMove_FullMethodName    = "/migrate.v1.Peer/AbortMove"
+	Peer_Tunnel_FullMethodName       = "/migrate.v1.Peer/Tunnel"
 )
 
 // PeerClient is the client API for Peer service.
@@ -47,6 +48,13 @@ type PeerClient interface {
 	// restored container. The source resumes its container only after this succeeded
 	// (or RestoreMoved refused): the container must never run on both nodes.
 	AbortMove(ctx context.Context, in *AbortMoveRequest, opts ...grpc.CallOption) (*AbortMoveResponse, error)
+	// Tunnel carries the bytes of one TCP connection of a postcopy move: the target's
+	// CRIU lazy-pages daemon connects to a listener of the target agent on 127.0.0.1,
+	// and the source agent, which opens the stream, relays to its CRIU page server on
+	// 127.0.0.1 (docs/postcopy.md). The first message from the source names the
+	// transfer; the target's first answer says it listens. Ending the stream ends the
+	// connection.
+	Tunnel(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[TunnelData, TunnelData], error)
 }
 
 type peerClient struct {
@@ -107,6 +115,19 @@ func (c *peerClient) AbortMove(ctx context.Context, in *AbortMoveRequest, opts .
 	return out, nil
 }
 
+func (c *peerClient) Tunnel(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[TunnelData, TunnelData], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Peer_ServiceDesc.Streams[0], Peer_Tunnel_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[TunnelData, TunnelData]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Peer_TunnelClient = grpc.BidiStreamingClient[TunnelData, TunnelData]
+
 // PeerServer is the server API for Peer service.
 // All implementations must embed UnimplementedPeerServer
 // for forward compatibility.
@@ -128,6 +149,13 @@ type PeerServer interface {
 	// restored container. The source resumes its container only after this succeeded
 	// (or RestoreMoved refused): the container must never run on both nodes.
 	AbortMove(context.Context, *AbortMoveRequest) (*AbortMoveResponse, error)
+	// Tunnel carries the bytes of one TCP connection of a postcopy move: the target's
+	// CRIU lazy-pages daemon connects to a listener of the target agent on 127.0.0.1,
+	// and the source agent, which opens the stream, relays to its CRIU page server on
+	// 127.0.0.1 (docs/postcopy.md). The first message from the source names the
+	// transfer; the target's first answer says it listens. Ending the stream ends the
+	// connection.
+	Tunnel(grpc.BidiStreamingServer[TunnelData, TunnelData]) error
 	mustEmbedUnimplementedPeerServer()
 }
 
@@ -152,6 +180,9 @@ func (UnimplementedPeerServer) RestoreMoved(context.Context, *RestoreMovedReques
 }
 func (UnimplementedPeerServer) AbortMove(context.Context, *AbortMoveRequest) (*AbortMoveResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AbortMove not implemented")
+}
+func (UnimplementedPeerServer) Tunnel(grpc.BidiStreamingServer[TunnelData, TunnelData]) error {
+	return status.Error(codes.Unimplemented, "method Tunnel not implemented")
 }
 func (UnimplementedPeerServer) mustEmbedUnimplementedPeerServer() {}
 func (UnimplementedPeerServer) testEmbeddedByValue()              {}
@@ -264,6 +295,13 @@ func _Peer_AbortMove_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Peer_Tunnel_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(PeerServer).Tunnel(&grpc.GenericServerStream[TunnelData, TunnelData]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Peer_TunnelServer = grpc.BidiStreamingServer[TunnelData, TunnelData]
+
 // Peer_ServiceDesc is the grpc.ServiceDesc for Peer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -292,6 +330,13 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Peer_AbortMove_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Tunnel",
+			Handler:       _Peer_Tunnel_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "migrate/v1/peer.proto",
 }

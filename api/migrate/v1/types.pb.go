@@ -163,7 +163,9 @@ type Container struct {
 	// Node the container runs on.
 	Node string `protobuf:"bytes,12,opt,name=node,proto3" json:"node,omitempty"`
 	// When status is CHECKPOINTED: the checkpoint (name) that holds its state.
-	Checkpoint    string `protobuf:"bytes,13,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	Checkpoint string `protobuf:"bytes,13,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	// Address on the nodes' shared network ("10.88.0.10/24"), empty for none.
+	Address       string `protobuf:"bytes,14,opt,name=address,proto3" json:"address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -285,6 +287,13 @@ func (x *Container) GetNode() string {
 func (x *Container) GetCheckpoint() string {
 	if x != nil {
 		return x.Checkpoint
+	}
+	return ""
+}
+
+func (x *Container) GetAddress() string {
+	if x != nil {
+		return x.Address
 	}
 	return ""
 }
@@ -567,7 +576,7 @@ type MoveResult struct {
 	ContainerId string                 `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
 	From        string                 `protobuf:"bytes,2,opt,name=from,proto3" json:"from,omitempty"`
 	To          string                 `protobuf:"bytes,3,opt,name=to,proto3" json:"to,omitempty"`
-	// The mode used ("cold").
+	// The mode used ("cold" or "postcopy").
 	Mode string `protobuf:"bytes,4,opt,name=mode,proto3" json:"mode,omitempty"`
 	// From the pause on the source to the container running on the target.
 	Downtime *durationpb.Duration `protobuf:"bytes,5,opt,name=downtime,proto3" json:"downtime,omitempty"`
@@ -583,7 +592,13 @@ type MoveResult struct {
 	BaseSent  bool  `protobuf:"varint,11,opt,name=base_sent,json=baseSent,proto3" json:"base_sent,omitempty"`
 	BaseBytes int64 `protobuf:"varint,12,opt,name=base_bytes,json=baseBytes,proto3" json:"base_bytes,omitempty"`
 	// The container as the target describes it.
-	Container     *Container `protobuf:"bytes,13,opt,name=container,proto3" json:"container,omitempty"`
+	Container *Container `protobuf:"bytes,13,opt,name=container,proto3" json:"container,omitempty"`
+	// Why this mode was used (auto's choice, or "requested").
+	ModeReason string `protobuf:"bytes,14,opt,name=mode_reason,json=modeReason,proto3" json:"mode_reason,omitempty"`
+	// Postcopy: from the container running on the target to the target holding every
+	// page, and the page bytes that crossed the tunnel meanwhile.
+	LazyPages     *durationpb.Duration `protobuf:"bytes,15,opt,name=lazy_pages,json=lazyPages,proto3" json:"lazy_pages,omitempty"`
+	LazyBytes     int64                `protobuf:"varint,16,opt,name=lazy_bytes,json=lazyBytes,proto3" json:"lazy_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -707,6 +722,27 @@ func (x *MoveResult) GetContainer() *Container {
 		return x.Container
 	}
 	return nil
+}
+
+func (x *MoveResult) GetModeReason() string {
+	if x != nil {
+		return x.ModeReason
+	}
+	return ""
+}
+
+func (x *MoveResult) GetLazyPages() *durationpb.Duration {
+	if x != nil {
+		return x.LazyPages
+	}
+	return nil
+}
+
+func (x *MoveResult) GetLazyBytes() int64 {
+	if x != nil {
+		return x.LazyBytes
+	}
+	return 0
 }
 
 // Checkpoint summarises a checkpoint stored on a node (its manifest).
@@ -1189,7 +1225,7 @@ var File_migrate_v1_types_proto protoreflect.FileDescriptor
 const file_migrate_v1_types_proto_rawDesc = "" +
 	"\n" +
 	"\x16migrate/v1/types.proto\x12\n" +
-	"migrate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb3\x04\n" +
+	"migrate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcd\x04\n" +
 	"\tContainer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06bundle\x18\x02 \x01(\tR\x06bundle\x123\n" +
@@ -1208,7 +1244,8 @@ const file_migrate_v1_types_proto_rawDesc = "" +
 	"\x04node\x18\f \x01(\tR\x04node\x12\x1e\n" +
 	"\n" +
 	"checkpoint\x18\r \x01(\tR\n" +
-	"checkpoint\x1a>\n" +
+	"checkpoint\x12\x18\n" +
+	"\aaddress\x18\x0e \x01(\tR\aaddress\x1a>\n" +
 	"\x10AnnotationsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xab\x02\n" +
@@ -1237,7 +1274,7 @@ const file_migrate_v1_types_proto_rawDesc = "" +
 	"\n" +
 	"checkpoint\x18\x05 \x01(\v2\x16.migrate.v1.CheckpointR\n" +
 	"checkpoint\x12*\n" +
-	"\x04move\x18\x06 \x01(\v2\x16.migrate.v1.MoveResultR\x04move\"\xe6\x03\n" +
+	"\x04move\x18\x06 \x01(\v2\x16.migrate.v1.MoveResultR\x04move\"\xe0\x04\n" +
 	"\n" +
 	"MoveResult\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x12\n" +
@@ -1255,7 +1292,13 @@ const file_migrate_v1_types_proto_rawDesc = "" +
 	"\tbase_sent\x18\v \x01(\bR\bbaseSent\x12\x1d\n" +
 	"\n" +
 	"base_bytes\x18\f \x01(\x03R\tbaseBytes\x123\n" +
-	"\tcontainer\x18\r \x01(\v2\x15.migrate.v1.ContainerR\tcontainer\"\xb9\x03\n" +
+	"\tcontainer\x18\r \x01(\v2\x15.migrate.v1.ContainerR\tcontainer\x12\x1f\n" +
+	"\vmode_reason\x18\x0e \x01(\tR\n" +
+	"modeReason\x128\n" +
+	"\n" +
+	"lazy_pages\x18\x0f \x01(\v2\x19.google.protobuf.DurationR\tlazyPages\x12\x1d\n" +
+	"\n" +
+	"lazy_bytes\x18\x10 \x01(\x03R\tlazyBytes\"\xb9\x03\n" +
 	"\n" +
 	"Checkpoint\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
@@ -1375,17 +1418,18 @@ var file_migrate_v1_types_proto_depIdxs = []int32{
 	15, // 16: migrate.v1.MoveResult.transfer:type_name -> google.protobuf.Duration
 	15, // 17: migrate.v1.MoveResult.restore:type_name -> google.protobuf.Duration
 	2,  // 18: migrate.v1.MoveResult.container:type_name -> migrate.v1.Container
-	14, // 19: migrate.v1.Checkpoint.created_at:type_name -> google.protobuf.Timestamp
-	15, // 20: migrate.v1.Checkpoint.downtime:type_name -> google.protobuf.Duration
-	13, // 21: migrate.v1.CriuInfo.features:type_name -> migrate.v1.CriuInfo.FeaturesEntry
-	9,  // 22: migrate.v1.NodeInfo.criu:type_name -> migrate.v1.CriuInfo
-	10, // 23: migrate.v1.NodeInfo.capacity:type_name -> migrate.v1.Capacity
-	14, // 24: migrate.v1.NodeInfo.started_at:type_name -> google.protobuf.Timestamp
-	25, // [25:25] is the sub-list for method output_type
-	25, // [25:25] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	15, // 19: migrate.v1.MoveResult.lazy_pages:type_name -> google.protobuf.Duration
+	14, // 20: migrate.v1.Checkpoint.created_at:type_name -> google.protobuf.Timestamp
+	15, // 21: migrate.v1.Checkpoint.downtime:type_name -> google.protobuf.Duration
+	13, // 22: migrate.v1.CriuInfo.features:type_name -> migrate.v1.CriuInfo.FeaturesEntry
+	9,  // 23: migrate.v1.NodeInfo.criu:type_name -> migrate.v1.CriuInfo
+	10, // 24: migrate.v1.NodeInfo.capacity:type_name -> migrate.v1.Capacity
+	14, // 25: migrate.v1.NodeInfo.started_at:type_name -> google.protobuf.Timestamp
+	26, // [26:26] is the sub-list for method output_type
+	26, // [26:26] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_migrate_v1_types_proto_init() }

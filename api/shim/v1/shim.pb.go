@@ -22,6 +22,75 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type LazyCheckpointEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Set on the first event: the checkpoint is complete and the page server listens.
+	Ready         bool  `protobuf:"varint,1,opt,name=ready,proto3" json:"ready,omitempty"`
+	Port          int32 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
+	DowntimeNs    int64 `protobuf:"varint,3,opt,name=downtime_ns,json=downtimeNs,proto3" json:"downtime_ns,omitempty"`
+	Bytes         int64 `protobuf:"varint,4,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LazyCheckpointEvent) Reset() {
+	*x = LazyCheckpointEvent{}
+	mi := &file_shim_v1_shim_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LazyCheckpointEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LazyCheckpointEvent) ProtoMessage() {}
+
+func (x *LazyCheckpointEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_v1_shim_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LazyCheckpointEvent.ProtoReflect.Descriptor instead.
+func (*LazyCheckpointEvent) Descriptor() ([]byte, []int) {
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *LazyCheckpointEvent) GetReady() bool {
+	if x != nil {
+		return x.Ready
+	}
+	return false
+}
+
+func (x *LazyCheckpointEvent) GetPort() int32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *LazyCheckpointEvent) GetDowntimeNs() int64 {
+	if x != nil {
+		return x.DowntimeNs
+	}
+	return 0
+}
+
+func (x *LazyCheckpointEvent) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
 type StateRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -30,7 +99,7 @@ type StateRequest struct {
 
 func (x *StateRequest) Reset() {
 	*x = StateRequest{}
-	mi := &file_shim_v1_shim_proto_msgTypes[0]
+	mi := &file_shim_v1_shim_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -42,7 +111,7 @@ func (x *StateRequest) String() string {
 func (*StateRequest) ProtoMessage() {}
 
 func (x *StateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_v1_shim_proto_msgTypes[0]
+	mi := &file_shim_v1_shim_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -55,7 +124,7 @@ func (x *StateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateRequest.ProtoReflect.Descriptor instead.
 func (*StateRequest) Descriptor() ([]byte, []int) {
-	return file_shim_v1_shim_proto_rawDescGZIP(), []int{0}
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{1}
 }
 
 type StateResponse struct {
@@ -79,7 +148,7 @@ type StateResponse struct {
 
 func (x *StateResponse) Reset() {
 	*x = StateResponse{}
-	mi := &file_shim_v1_shim_proto_msgTypes[1]
+	mi := &file_shim_v1_shim_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -91,7 +160,7 @@ func (x *StateResponse) String() string {
 func (*StateResponse) ProtoMessage() {}
 
 func (x *StateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_v1_shim_proto_msgTypes[1]
+	mi := &file_shim_v1_shim_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -104,7 +173,7 @@ func (x *StateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateResponse.ProtoReflect.Descriptor instead.
 func (*StateResponse) Descriptor() ([]byte, []int) {
-	return file_shim_v1_shim_proto_rawDescGZIP(), []int{1}
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *StateResponse) GetId() string {
@@ -185,7 +254,7 @@ type StartRequest struct {
 
 func (x *StartRequest) Reset() {
 	*x = StartRequest{}
-	mi := &file_shim_v1_shim_proto_msgTypes[2]
+	mi := &file_shim_v1_shim_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -197,7 +266,7 @@ func (x *StartRequest) String() string {
 func (*StartRequest) ProtoMessage() {}
 
 func (x *StartRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_v1_shim_proto_msgTypes[2]
+	mi := &file_shim_v1_shim_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -210,7 +279,7 @@ func (x *StartRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRequest.ProtoReflect.Descriptor instead.
 func (*StartRequest) Descriptor() ([]byte, []int) {
-	return file_shim_v1_shim_proto_rawDescGZIP(), []int{2}
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{3}
 }
 
 type StartResponse struct {
@@ -222,7 +291,7 @@ type StartResponse struct {
 
 func (x *StartResponse) Reset() {
 	*x = StartResponse{}
-	mi := &file_shim_v1_shim_proto_msgTypes[3]
+	mi := &file_shim_v1_shim_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -234,7 +303,7 @@ func (x *StartResponse) String() string {
 func (*StartResponse) ProtoMessage() {}
 
 func (x *StartResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_v1_shim_proto_msgTypes[3]
+	mi := &file_shim_v1_shim_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -247,7 +316,7 @@ func (x *StartResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartResponse.ProtoReflect.Descriptor instead.
 func (*StartResponse) Descriptor() ([]byte, []int) {
-	return file_shim_v1_shim_proto_rawDescGZIP(), []int{3}
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *StartResponse) GetPid() int32 {
@@ -267,7 +336,7 @@ type KillRequest struct {
 
 func (x *KillRequest) Reset() {
 	*x = KillRequest{}
-	mi := &file_shim_v1_shim_proto_msgTypes[4]
+	mi := &file_shim_v1_shim_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -279,7 +348,7 @@ func (x *KillRequest) String() string {
 func (*KillRequest) ProtoMessage() {}
 
 func (x *KillRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_v1_shim_proto_msgTypes[4]
+	mi := &file_shim_v1_shim_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -292,7 +361,7 @@ func (x *KillRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillRequest.ProtoReflect.Descriptor instead.
 func (*KillRequest) Descriptor() ([]byte, []int) {
-	return file_shim_v1_shim_proto_rawDescGZIP(), []int{4}
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *KillRequest) GetSignal() int32 {
@@ -317,7 +386,7 @@ type KillResponse struct {
 
 func (x *KillResponse) Reset() {
 	*x = KillResponse{}
-	mi := &file_shim_v1_shim_proto_msgTypes[5]
+	mi := &file_shim_v1_shim_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -329,7 +398,7 @@ func (x *KillResponse) String() string {
 func (*KillResponse) ProtoMessage() {}
 
 func (x *KillResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_v1_shim_proto_msgTypes[5]
+	mi := &file_shim_v1_shim_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -342,7 +411,7 @@ func (x *KillResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillResponse.ProtoReflect.Descriptor instead.
 func (*KillResponse) Descriptor() ([]byte, []int) {
-	return file_shim_v1_shim_proto_rawDescGZIP(), []int{5}
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{6}
 }
 
 type WaitRequest struct {
@@ -353,7 +422,7 @@ type WaitRequest struct {
 
 func (x *WaitRequest) Reset() {
 	*x = WaitRequest{}
-	mi := &file_shim_v1_shim_proto_msgTypes[6]
+	mi := &file_shim_v1_shim_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -365,7 +434,7 @@ func (x *WaitRequest) String() string {
 func (*WaitRequest) ProtoMessage() {}
 
 func (x *WaitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_v1_shim_proto_msgTypes[6]
+	mi := &file_shim_v1_shim_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -378,7 +447,7 @@ func (x *WaitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitRequest.ProtoReflect.Descriptor instead.
 func (*WaitRequest) Descriptor() ([]byte, []int) {
-	return file_shim_v1_shim_proto_rawDescGZIP(), []int{6}
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{7}
 }
 
 type WaitResponse struct {
@@ -391,7 +460,7 @@ type WaitResponse struct {
 
 func (x *WaitResponse) Reset() {
 	*x = WaitResponse{}
-	mi := &file_shim_v1_shim_proto_msgTypes[7]
+	mi := &file_shim_v1_shim_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -403,7 +472,7 @@ func (x *WaitResponse) String() string {
 func (*WaitResponse) ProtoMessage() {}
 
 func (x *WaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_v1_shim_proto_msgTypes[7]
+	mi := &file_shim_v1_shim_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -416,7 +485,7 @@ func (x *WaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitResponse.ProtoReflect.Descriptor instead.
 func (*WaitResponse) Descriptor() ([]byte, []int) {
-	return file_shim_v1_shim_proto_rawDescGZIP(), []int{7}
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *WaitResponse) GetExitCode() int32 {
@@ -445,7 +514,7 @@ type ExecRequest struct {
 
 func (x *ExecRequest) Reset() {
 	*x = ExecRequest{}
-	mi := &file_shim_v1_shim_proto_msgTypes[8]
+	mi := &file_shim_v1_shim_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -457,7 +526,7 @@ func (x *ExecRequest) String() string {
 func (*ExecRequest) ProtoMessage() {}
 
 func (x *ExecRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_v1_shim_proto_msgTypes[8]
+	mi := &file_shim_v1_shim_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -470,7 +539,7 @@ func (x *ExecRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
 func (*ExecRequest) Descriptor() ([]byte, []int) {
-	return file_shim_v1_shim_proto_rawDescGZIP(), []int{8}
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ExecRequest) GetArgs() []string {
@@ -514,7 +583,7 @@ type ExecOutput struct {
 
 func (x *ExecOutput) Reset() {
 	*x = ExecOutput{}
-	mi := &file_shim_v1_shim_proto_msgTypes[9]
+	mi := &file_shim_v1_shim_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -526,7 +595,7 @@ func (x *ExecOutput) String() string {
 func (*ExecOutput) ProtoMessage() {}
 
 func (x *ExecOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_v1_shim_proto_msgTypes[9]
+	mi := &file_shim_v1_shim_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -539,7 +608,7 @@ func (x *ExecOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecOutput.ProtoReflect.Descriptor instead.
 func (*ExecOutput) Descriptor() ([]byte, []int) {
-	return file_shim_v1_shim_proto_rawDescGZIP(), []int{9}
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ExecOutput) GetStream() int32 {
@@ -579,7 +648,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_shim_v1_shim_proto_msgTypes[10]
+	mi := &file_shim_v1_shim_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -591,7 +660,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_v1_shim_proto_msgTypes[10]
+	mi := &file_shim_v1_shim_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -604,7 +673,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_shim_v1_shim_proto_rawDescGZIP(), []int{10}
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeleteRequest) GetForce() bool {
@@ -622,7 +691,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_shim_v1_shim_proto_msgTypes[11]
+	mi := &file_shim_v1_shim_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -634,7 +703,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_v1_shim_proto_msgTypes[11]
+	mi := &file_shim_v1_shim_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -647,7 +716,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_shim_v1_shim_proto_rawDescGZIP(), []int{11}
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{12}
 }
 
 type CheckpointRequest struct {
@@ -663,7 +732,7 @@ type CheckpointRequest struct {
 
 func (x *CheckpointRequest) Reset() {
 	*x = CheckpointRequest{}
-	mi := &file_shim_v1_shim_proto_msgTypes[12]
+	mi := &file_shim_v1_shim_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -675,7 +744,7 @@ func (x *CheckpointRequest) String() string {
 func (*CheckpointRequest) ProtoMessage() {}
 
 func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_v1_shim_proto_msgTypes[12]
+	mi := &file_shim_v1_shim_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -688,7 +757,7 @@ func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_shim_v1_shim_proto_rawDescGZIP(), []int{12}
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CheckpointRequest) GetDir() string {
@@ -724,7 +793,7 @@ type CheckpointResponse struct {
 
 func (x *CheckpointResponse) Reset() {
 	*x = CheckpointResponse{}
-	mi := &file_shim_v1_shim_proto_msgTypes[13]
+	mi := &file_shim_v1_shim_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -736,7 +805,7 @@ func (x *CheckpointResponse) String() string {
 func (*CheckpointResponse) ProtoMessage() {}
 
 func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_v1_shim_proto_msgTypes[13]
+	mi := &file_shim_v1_shim_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -749,7 +818,7 @@ func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointResponse.ProtoReflect.Descriptor instead.
 func (*CheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_shim_v1_shim_proto_rawDescGZIP(), []int{13}
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CheckpointResponse) GetDowntimeNs() int64 {
@@ -770,7 +839,13 @@ var File_shim_v1_shim_proto protoreflect.FileDescriptor
 
 const file_shim_v1_shim_proto_rawDesc = "" +
 	"\n" +
-	"\x12shim/v1/shim.proto\x12\x0fmigrate.shim.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x0e\n" +
+	"\x12shim/v1/shim.proto\x12\x0fmigrate.shim.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"v\n" +
+	"\x13LazyCheckpointEvent\x12\x14\n" +
+	"\x05ready\x18\x01 \x01(\bR\x05ready\x12\x12\n" +
+	"\x04port\x18\x02 \x01(\x05R\x04port\x12\x1f\n" +
+	"\vdowntime_ns\x18\x03 \x01(\x03R\n" +
+	"downtimeNs\x12\x14\n" +
+	"\x05bytes\x18\x04 \x01(\x03R\x05bytes\"\x0e\n" +
 	"\fStateRequest\"\xc5\x02\n" +
 	"\rStateResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
@@ -819,7 +894,7 @@ const file_shim_v1_shim_proto_rawDesc = "" +
 	"\x12CheckpointResponse\x12\x1f\n" +
 	"\vdowntime_ns\x18\x01 \x01(\x03R\n" +
 	"downtimeNs\x12\x14\n" +
-	"\x05bytes\x18\x02 \x01(\x03R\x05bytes2\x87\x04\n" +
+	"\x05bytes\x18\x02 \x01(\x03R\x05bytes2\xe5\x04\n" +
 	"\x04Shim\x12F\n" +
 	"\x05State\x12\x1d.migrate.shim.v1.StateRequest\x1a\x1e.migrate.shim.v1.StateResponse\x12F\n" +
 	"\x05Start\x12\x1d.migrate.shim.v1.StartRequest\x1a\x1e.migrate.shim.v1.StartResponse\x12C\n" +
@@ -828,7 +903,8 @@ const file_shim_v1_shim_proto_rawDesc = "" +
 	"\x04Exec\x12\x1c.migrate.shim.v1.ExecRequest\x1a\x1b.migrate.shim.v1.ExecOutput0\x01\x12I\n" +
 	"\x06Delete\x12\x1e.migrate.shim.v1.DeleteRequest\x1a\x1f.migrate.shim.v1.DeleteResponse\x12U\n" +
 	"\n" +
-	"Checkpoint\x12\".migrate.shim.v1.CheckpointRequest\x1a#.migrate.shim.v1.CheckpointResponseB1Z/github.com/migratehq/migrate/api/shim/v1;shimv1b\x06proto3"
+	"Checkpoint\x12\".migrate.shim.v1.CheckpointRequest\x1a#.migrate.shim.v1.CheckpointResponse\x12\\\n" +
+	"\x0eLazyCheckpoint\x12\".migrate.shim.v1.CheckpointRequest\x1a$.migrate.shim.v1.LazyCheckpointEvent0\x01B1Z/github.com/migratehq/migrate/api/shim/v1;shimv1b\x06proto3"
 
 var (
 	file_shim_v1_shim_proto_rawDescOnce sync.Once
@@ -842,44 +918,47 @@ func file_shim_v1_shim_proto_rawDescGZIP() []byte {
 	return file_shim_v1_shim_proto_rawDescData
 }
 
-var file_shim_v1_shim_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_shim_v1_shim_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_shim_v1_shim_proto_goTypes = []any{
-	(*StateRequest)(nil),          // 0: migrate.shim.v1.StateRequest
-	(*StateResponse)(nil),         // 1: migrate.shim.v1.StateResponse
-	(*StartRequest)(nil),          // 2: migrate.shim.v1.StartRequest
-	(*StartResponse)(nil),         // 3: migrate.shim.v1.StartResponse
-	(*KillRequest)(nil),           // 4: migrate.shim.v1.KillRequest
-	(*KillResponse)(nil),          // 5: migrate.shim.v1.KillResponse
-	(*WaitRequest)(nil),           // 6: migrate.shim.v1.WaitRequest
-	(*WaitResponse)(nil),          // 7: migrate.shim.v1.WaitResponse
-	(*ExecRequest)(nil),           // 8: migrate.shim.v1.ExecRequest
-	(*ExecOutput)(nil),            // 9: migrate.shim.v1.ExecOutput
-	(*DeleteRequest)(nil),         // 10: migrate.shim.v1.DeleteRequest
-	(*DeleteResponse)(nil),        // 11: migrate.shim.v1.DeleteResponse
-	(*CheckpointRequest)(nil),     // 12: migrate.shim.v1.CheckpointRequest
-	(*CheckpointResponse)(nil),    // 13: migrate.shim.v1.CheckpointResponse
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(*LazyCheckpointEvent)(nil),   // 0: migrate.shim.v1.LazyCheckpointEvent
+	(*StateRequest)(nil),          // 1: migrate.shim.v1.StateRequest
+	(*StateResponse)(nil),         // 2: migrate.shim.v1.StateResponse
+	(*StartRequest)(nil),          // 3: migrate.shim.v1.StartRequest
+	(*StartResponse)(nil),         // 4: migrate.shim.v1.StartResponse
+	(*KillRequest)(nil),           // 5: migrate.shim.v1.KillRequest
+	(*KillResponse)(nil),          // 6: migrate.shim.v1.KillResponse
+	(*WaitRequest)(nil),           // 7: migrate.shim.v1.WaitRequest
+	(*WaitResponse)(nil),          // 8: migrate.shim.v1.WaitResponse
+	(*ExecRequest)(nil),           // 9: migrate.shim.v1.ExecRequest
+	(*ExecOutput)(nil),            // 10: migrate.shim.v1.ExecOutput
+	(*DeleteRequest)(nil),         // 11: migrate.shim.v1.DeleteRequest
+	(*DeleteResponse)(nil),        // 12: migrate.shim.v1.DeleteResponse
+	(*CheckpointRequest)(nil),     // 13: migrate.shim.v1.CheckpointRequest
+	(*CheckpointResponse)(nil),    // 14: migrate.shim.v1.CheckpointResponse
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
 }
 var file_shim_v1_shim_proto_depIdxs = []int32{
-	14, // 0: migrate.shim.v1.StateResponse.exited_at:type_name -> google.protobuf.Timestamp
-	14, // 1: migrate.shim.v1.StateResponse.started_at:type_name -> google.protobuf.Timestamp
-	14, // 2: migrate.shim.v1.WaitResponse.exited_at:type_name -> google.protobuf.Timestamp
-	0,  // 3: migrate.shim.v1.Shim.State:input_type -> migrate.shim.v1.StateRequest
-	2,  // 4: migrate.shim.v1.Shim.Start:input_type -> migrate.shim.v1.StartRequest
-	4,  // 5: migrate.shim.v1.Shim.Kill:input_type -> migrate.shim.v1.KillRequest
-	6,  // 6: migrate.shim.v1.Shim.Wait:input_type -> migrate.shim.v1.WaitRequest
-	8,  // 7: migrate.shim.v1.Shim.Exec:input_type -> migrate.shim.v1.ExecRequest
-	10, // 8: migrate.shim.v1.Shim.Delete:input_type -> migrate.shim.v1.DeleteRequest
-	12, // 9: migrate.shim.v1.Shim.Checkpoint:input_type -> migrate.shim.v1.CheckpointRequest
-	1,  // 10: migrate.shim.v1.Shim.State:output_type -> migrate.shim.v1.StateResponse
-	3,  // 11: migrate.shim.v1.Shim.Start:output_type -> migrate.shim.v1.StartResponse
-	5,  // 12: migrate.shim.v1.Shim.Kill:output_type -> migrate.shim.v1.KillResponse
-	7,  // 13: migrate.shim.v1.Shim.Wait:output_type -> migrate.shim.v1.WaitResponse
-	9,  // 14: migrate.shim.v1.Shim.Exec:output_type -> migrate.shim.v1.ExecOutput
-	11, // 15: migrate.shim.v1.Shim.Delete:output_type -> migrate.shim.v1.DeleteResponse
-	13, // 16: migrate.shim.v1.Shim.Checkpoint:output_type -> migrate.shim.v1.CheckpointResponse
-	10, // [10:17] is the sub-list for method output_type
-	3,  // [3:10] is the sub-list for method input_type
+	15, // 0: migrate.shim.v1.StateResponse.exited_at:type_name -> google.protobuf.Timestamp
+	15, // 1: migrate.shim.v1.StateResponse.started_at:type_name -> google.protobuf.Timestamp
+	15, // 2: migrate.shim.v1.WaitResponse.exited_at:type_name -> google.protobuf.Timestamp
+	1,  // 3: migrate.shim.v1.Shim.State:input_type -> migrate.shim.v1.StateRequest
+	3,  // 4: migrate.shim.v1.Shim.Start:input_type -> migrate.shim.v1.StartRequest
+	5,  // 5: migrate.shim.v1.Shim.Kill:input_type -> migrate.shim.v1.KillRequest
+	7,  // 6: migrate.shim.v1.Shim.Wait:input_type -> migrate.shim.v1.WaitRequest
+	9,  // 7: migrate.shim.v1.Shim.Exec:input_type -> migrate.shim.v1.ExecRequest
+	11, // 8: migrate.shim.v1.Shim.Delete:input_type -> migrate.shim.v1.DeleteRequest
+	13, // 9: migrate.shim.v1.Shim.Checkpoint:input_type -> migrate.shim.v1.CheckpointRequest
+	13, // 10: migrate.shim.v1.Shim.LazyCheckpoint:input_type -> migrate.shim.v1.CheckpointRequest
+	2,  // 11: migrate.shim.v1.Shim.State:output_type -> migrate.shim.v1.StateResponse
+	4,  // 12: migrate.shim.v1.Shim.Start:output_type -> migrate.shim.v1.StartResponse
+	6,  // 13: migrate.shim.v1.Shim.Kill:output_type -> migrate.shim.v1.KillResponse
+	8,  // 14: migrate.shim.v1.Shim.Wait:output_type -> migrate.shim.v1.WaitResponse
+	10, // 15: migrate.shim.v1.Shim.Exec:output_type -> migrate.shim.v1.ExecOutput
+	12, // 16: migrate.shim.v1.Shim.Delete:output_type -> migrate.shim.v1.DeleteResponse
+	14, // 17: migrate.shim.v1.Shim.Checkpoint:output_type -> migrate.shim.v1.CheckpointResponse
+	0,  // 18: migrate.shim.v1.Shim.LazyCheckpoint:output_type -> migrate.shim.v1.LazyCheckpointEvent
+	11, // [11:19] is the sub-list for method output_type
+	3,  // [3:11] is the sub-list for method input_type
 	3,  // [3:3] is the sub-list for extension type_name
 	3,  // [3:3] is the sub-list for extension extendee
 	0,  // [0:3] is the sub-list for field type_name
@@ -896,7 +975,7 @@ func file_shim_v1_shim_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shim_v1_shim_proto_rawDesc), len(file_shim_v1_shim_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

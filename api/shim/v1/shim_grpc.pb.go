@@ -19,13 +19,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Shim_State_FullMethodName      = "/migrate.shim.v1.Shim/State"
-	Shim_Start_FullMethodName      = "/migrate.shim.v1.Shim/Start"
-	Shim_Kill_FullMethodName       = "/migrate.shim.v1.Shim/Kill"
-	Shim_Wait_FullMethodName       = "/migrate.shim.v1.Shim/Wait"
-	Shim_Exec_FullMethodName       = "/migrate.shim.v1.Shim/Exec"
-	Shim_Delete_FullMethodName     = "/migrate.shim.v1.Shim/Delete"
-	Shim_Checkpoint_FullMethodName = "/migrate.shim.v1.Shim/Checkpoint"
+	Shim_State_FullMethodName          = "/migrate.shim.v1.Shim/State"
+	Shim_Start_FullMethodName          = "/migrate.shim.v1.Shim/Start"
+	Shim_Kill_FullMethodName           = "/migrate.shim.v1.Shim/Kill"
+	Shim_Wait_FullMethodName           = "/migrate.shim.v1.Shim/Wait"
+	Shim_Exec_FullMethodName           = "/migrate.shim.v1.Shim/Exec"
+	Shim_Delete_FullMethodName         = "/migrate.shim.v1.Shim/Delete"
+	Shim_Checkpoint_FullMethodName     = "/migrate.shim.v1.Shim/Checkpoint"
+	Shim_LazyCheckpoint_FullMethodName = "/migrate.shim.v1.Shim/LazyCheckpoint"
 )
 
 // ShimClient is the client API for Shim service.
@@ -47,6 +48,12 @@ type ShimClient interface {
 	// the container's log files. One at a time per shim. Without leave_running the init
 	// is gone afterwards and State reports "checkpointed".
 	Checkpoint(ctx context.Context, in *CheckpointRequest, opts ...grpc.CallOption) (*CheckpointResponse, error)
+	// LazyCheckpoint dumps a paused container for a postcopy move: memory pages stay
+	// out of the images and CRIU serves them from 127.0.0.1:port. The first event
+	// (ready) comes once dir is complete; the stream ends once every page was served
+	// (OK) or with the error that stopped it. Cancelling the call kills CRIU: the
+	// container stays paused.
+	LazyCheckpoint(ctx context.Context, in *CheckpointRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[LazyCheckpointEvent], error)
 }
 
 type shimClient struct {
@@ -136,6 +143,25 @@ func (c *shimClient) Checkpoint(ctx context.Context, in *CheckpointRequest, opts
 	return out, nil
 }
 
+func (c *shimClient) LazyCheckpoint(ctx context.Context, in *CheckpointRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[LazyCheckpointEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Shim_ServiceDesc.Streams[1], Shim_LazyCheckpoint_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[CheckpointRequest, LazyCheckpointEvent]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Shim_LazyCheckpointClient = grpc.ServerStreamingClient[LazyCheckpointEvent]
+
 // ShimServer is the server API for Shim service.
 // All implementations must embed UnimplementedShimServer
 // for forward compatibility.
@@ -155,6 +181,12 @@ type ShimServer interface {
 	// the container's log files. One at a time per shim. Without leave_running the init
 	// is gone afterwards and State reports "checkpointed".
 	Checkpoint(context.Context, *CheckpointRequest) (*CheckpointResponse, error)
+	// LazyCheckpoint dumps a paused container for a postcopy move: memory pages stay
+	// out of the images and CRIU serves them from 127.0.0.1:port. The first event
+	// (ready) comes once dir is complete; the stream ends once every page was served
+	// (OK) or with the error that stopped it. Cancelling the call kills CRIU: the
+	// container stays paused.
+	LazyCheckpoint(*CheckpointRequest, grpc.ServerStreamingServer[LazyCheckpointEvent]) error
 	mustEmbedUnimplementedShimServer()
 }
 
@@ -185,6 +217,9 @@ func (UnimplementedShimServer) Delete(context.Context, *DeleteRequest) (*DeleteR
 }
 func (UnimplementedShimServer) Checkpoint(context.Context, *CheckpointRequest) (*CheckpointResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Checkpoint not implemented")
+}
+func (UnimplementedShimServer) LazyCheckpoint(*CheckpointRequest, grpc.ServerStreamingServer[LazyCheckpointEvent]) error {
+	return status.Error(codes.Unimplemented, "method LazyCheckpoint not implemented")
 }
 func (UnimplementedShimServer) mustEmbedUnimplementedShimServer() {}
 func (UnimplementedShimServer) testEmbeddedByValue()              {}
@@ -326,6 +361,17 @@ func _Shim_Checkpoint_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Shim_LazyCheckpoint_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(CheckpointRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ShimServer).LazyCheckpoint(m, &grpc.GenericServerStream[CheckpointRequest, LazyCheckpointEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Shim_LazyCheckpointServer = grpc.ServerStreamingServer[LazyCheckpointEvent]
+
 // Shim_ServiceDesc is the grpc.ServiceDesc for Shim service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -362,6 +408,11 @@ var Shim_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Exec",
 			Handler:       _Shim_Exec_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "LazyCheckpoint",
+			Handler:       _Shim_LazyCheckpoint_Handler,
 			ServerStreams: true,
 		},
 	},
