@@ -39,7 +39,7 @@ var moveRuns = map[string]*struct{ ours, naive []moveSample }{}
 
 // BenchmarkMove moves a memwriter container of 64, 256 and 1024 MiB between
 // two agents on loopback (`migratectl move`, in MOVE_BENCH_MODE when set,
-// else in the agent's default mode, cold so far) and, in
+// else in migratectl's default mode) and, in
 // the same iteration, through the pipeline a user would script today with
 // runc and the same CRIU: runc checkpoint, tar | zstd -1 -T2 over a TCP
 // socket to zstd -d | tar -x, runc restore. Which of the two goes first

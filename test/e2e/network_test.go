@@ -11,20 +11,14 @@ import (
 	"testing"
 	"time"
 
-	specs "github.com/opencontainers/runtime-spec/specs-go"
-
 	"github.com/migratehq/migrate/agent/network"
 	"github.com/migratehq/migrate/test/testutil"
 )
 
-// httpCounterBundle runs test/workloads/httpcounter on port 8080. Go listens with
-// MPTCP by default, which CRIU cannot dump: the workload is told not to.
+// httpCounterBundle runs test/workloads/httpcounter on port 8080.
 func httpCounterBundle(t *testing.T) string {
 	t.Helper()
-	return testutil.NewBusyboxBundleWith(t, func(s *specs.Spec) {
-		s.Process.Args = []string{"/usr/local/bin/httpcounter", "-port", "8080"}
-		s.Process.Env = append(s.Process.Env, "GODEBUG=multipathtcp=0")
-	})
+	return testutil.NewBusyboxBundle(t, "/usr/local/bin/httpcounter", "-port", "8080")
 }
 
 // httpCount asks the httpcounter at ip:8080 for its next count from host h (busybox
@@ -242,7 +236,7 @@ func TestNetworkNeedsBridge(t *testing.T) {
 	// A dump that fails (an MPTCP listener, which CRIU cannot dump) leaves no lock
 	// rule either, and the container runs on.
 	bad := containerID(t, "mptcp")
-	must(t, n1.ctl("run", "--ip", l.addr(61)+"/24", "-b", testutil.NewBusyboxBundle(t, "/usr/local/bin/httpcounter", "-port", "8080"), bad), "run mptcp")
+	must(t, n1.ctl("run", "--ip", l.addr(61)+"/24", "-b", testutil.NewBusyboxBundle(t, "/usr/local/bin/httpcounter", "-port", "8080", "-mptcp"), bad), "run mptcp")
 	n1.waitStatus(bad, running)
 	n1.waitLogs(bad, "listening")
 	if r := n1.ctl("checkpoint", "--leave-running", bad); r.code == 0 {

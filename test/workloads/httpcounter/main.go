@@ -32,12 +32,13 @@ func (c *counter) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 
 func main() {
 	port := flag.Int("port", 8080, "TCP port to listen on (0: any free port)")
+	mptcp := flag.Bool("mptcp", false, "listen with MPTCP (which CRIU cannot dump: for tests of failing checkpoints)")
 	flag.Parse()
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
-	// Plain TCP: Go listens with MPTCP where the kernel has it, and CRIU cannot
-	// dump MPTCP sockets ("Unsupported proto 262").
+	// Plain TCP unless asked: Go listens with MPTCP where the kernel has it, and
+	// CRIU cannot dump MPTCP sockets ("Unsupported proto 262").
 	var lc net.ListenConfig
-	lc.SetMultipathTCP(false)
+	lc.SetMultipathTCP(*mptcp)
 	ln, err := lc.Listen(context.Background(), "tcp", net.JoinHostPort("", strconv.Itoa(*port)))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "httpcounter:", err)
