@@ -277,11 +277,12 @@ func TestLoadErrnoRet(t *testing.T) {
 }
 
 // goRuntimeAllow is what the Go runtime of the helper and a static busybox
-// need; everything else gets the default action.
+// need; everything else gets the default action. clone3: the cgo runtime starts
+// threads with glibc's pthread_create, which falls back to clone only on ENOSYS.
 var goRuntimeAllow = []string{
 	"futex", "nanosleep", "clock_nanosleep", "sched_yield", "mmap", "munmap", "mprotect", "madvise", "brk",
 	"rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "sigaltstack", "gettid", "getpid", "tgkill", "tkill",
-	"exit", "exit_group", "write", "read", "close", "fcntl", "clone", "epoll_pwait", "epoll_ctl",
+	"exit", "exit_group", "write", "read", "close", "fcntl", "clone", "clone3", "epoll_pwait", "epoll_ctl",
 	"epoll_create1", "pipe2", "getrlimit", "prlimit64", "sched_getaffinity", "execve", "arch_prctl",
 	"set_tid_address", "set_robust_list", "rseq", "uname", "getuid", "geteuid", "getgid", "getegid",
 	"ioctl", "prctl", "personality",

@@ -8,6 +8,14 @@
 //
 //	go test -run '^$' -bench Lifecycle -benchtime 40x ./test/bench/
 //
-// It needs root. MIGRATED names a prebuilt migrated binary; without it the
-// benchmark builds ./cmd/migrated first.
+// BenchmarkMove moves memory writers of 64, 256 and 1024 MiB between two agents
+// and through the naive pipeline (runc checkpoint, tar | zstd over TCP, runc
+// restore) in the same run; BenchmarkLimits measures this machine's ceilings
+// (loopback, TLS, zstd, SHA-256, first touch, CRIU alone); BenchmarkPostcopy
+// compares post-copy with cold moves and runc's lazy-pages flow;
+// BenchmarkCheckpointRestore and BenchmarkSnapshot compare checkpoints and
+// snapshots with runc's. docs/performance.md has the figures.
+//
+// They need root. MIGRATED names a prebuilt migrated binary; without it the
+// benchmarks build ./cmd/migrated first.
 package bench

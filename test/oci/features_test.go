@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -268,12 +269,22 @@ func TestHooks(t *testing.T) {
 	if data, err := os.ReadFile(filepath.Join(dir, "poststart")); err != nil || !strings.Contains(string(data), `"status":"running"`) {
 		t.Fatalf("poststart: %s %v", data, err)
 	}
+	// startContainer runs in the container after `start` returned, before the
+	// user process: wait for it before the delete kills the container.
+	sc := filepath.Join(b, "rootfs", "tmp", "startContainer")
+	var data []byte
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if data, err = os.ReadFile(sc); err == nil && strings.Contains(string(data), cid) {
+			break
+		}
+	}
+	if err != nil || !strings.Contains(string(data), cid) {
+		t.Fatalf("startContainer hook did not run inside the container: %s %v", data, err)
+	}
 	r.must("delete", "--force", cid)
 	if data, err := os.ReadFile(filepath.Join(dir, "poststop")); err != nil || !strings.Contains(string(data), `"status":"stopped"`) {
 		t.Fatalf("poststop: %s %v", data, err)
-	}
-	if data, err := os.ReadFile(filepath.Join(b, "rootfs", "tmp", "startContainer")); err != nil || !strings.Contains(string(data), cid) {
-		t.Fatalf("startContainer hook did not run inside the container: %s %v", data, err)
 	}
 }
 
