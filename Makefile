@@ -130,7 +130,8 @@ bench: fixtures build
 	$(GO) test -run '^$$' -bench Lifecycle -benchtime 40x -timeout $(TEST_TIMEOUT) ./test/bench/
 	$(GO) test -run '^$$' -bench Snapshot -benchtime 1x -timeout $(TEST_TIMEOUT) ./test/bench/
 	$(GO) test -run '^$$' -bench '^Benchmark(Move|Limits)$$' -benchtime $(MOVE_BENCHTIME) -timeout $(TEST_TIMEOUT) ./test/bench/
-	$(GO) test -run '^$$' -bench '^BenchmarkPostcopy$$' -benchtime 1x -timeout $(TEST_TIMEOUT) ./test/bench/
+	$(GO) test -run '^$$' -bench '^BenchmarkPostcopy$$' -benchtime 2x -timeout $(TEST_TIMEOUT) ./test/bench/
+	$(GO) test -run '^$$' -bench CheckpointRestore -benchtime 2x -timeout $(TEST_TIMEOUT) ./test/bench/
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -timeout $(TEST_TIMEOUT) $$($(GO) list $(PKGS) | grep -v /test/bench)
 	@for s in scripts/bench/*.sh; do [ -x "$$s" ] || continue; echo "== $$s"; "$$s"; done
 

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -389,6 +390,10 @@ func (s *Service) writeBase(digest, path string) (int64, error) {
 
 // moveFiles lists the files of a move's directory for transfer.Send, with the
 // digests the checkpoint manifest already has.
+// lazyWorkSuffix names the work directory a lazy dump keeps beside its
+// checkpoint (checkpoint.Options.Lazy).
+const lazyWorkSuffix = ".lazy-work"
+
 func moveFiles(work string, m *checkpoint.Manifest) ([]string, map[string]string, error) {
 	sums := map[string]string{}
 	for _, f := range m.Files {
@@ -398,6 +403,11 @@ func moveFiles(work string, m *checkpoint.Manifest) ([]string, map[string]string
 	err := filepath.WalkDir(work, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
+		}
+		if d.IsDir() && strings.HasSuffix(d.Name(), lazyWorkSuffix) {
+			// CRIU's log of a lazy dump, still being written: not part of the
+			// checkpoint, and the target has no use for it.
+			return filepath.SkipDir
 		}
 		if !d.Type().IsRegular() {
 			return nil

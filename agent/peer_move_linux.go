@@ -113,6 +113,7 @@ func (s *Service) RestoreMoved(ctx context.Context, r *migratev1.RestoreMovedReq
 	if err := container.ValidateID(r.ContainerId); err != nil {
 		return nil, fmt.Errorf("restore moved: %w: %w", ErrInvalid, err)
 	}
+	tm := newSteps()
 	in := s.moves.in(r.TransferId)
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -136,7 +137,8 @@ func (s *Service) RestoreMoved(ctx context.Context, r *migratev1.RestoreMovedReq
 	if err := s.writeMovedIn(r.TransferId, movedIn{Container: r.ContainerId, From: r.From, State: movedInRestoring}); err != nil {
 		return nil, fmt.Errorf("restore moved %s: %w", r.ContainerId, err)
 	}
-	c, err := s.restoreMoved(ctx, r)
+	tm.mark("record")
+	c, err := s.restoreMoved(ctx, r, tm)
 	if err != nil {
 		s.removeMovedIn(r.TransferId)
 		s.log.Warn("moved container not restored", "id", r.ContainerId, "from", r.From, "err", err)
@@ -152,7 +154,7 @@ func (s *Service) RestoreMoved(ctx context.Context, r *migratev1.RestoreMovedReq
 	return &migratev1.RestoreMovedResponse{Container: c}, nil
 }
 
-func (s *Service) restoreMoved(ctx context.Context, r *migratev1.RestoreMovedRequest) (*migratev1.Container, error) {
+func (s *Service) restoreMoved(ctx context.Context, r *migratev1.RestoreMovedRequest, tm *steps) (*migratev1.Container, error) {
 	done, err := s.incoming.Complete(r.TransferId)
 	if err != nil {
 		return nil, fmt.Errorf("restore moved %s: %w", r.ContainerId, err)
@@ -188,8 +190,9 @@ func (s *Service) restoreMoved(ctx context.Context, r *migratev1.RestoreMovedReq
 	if err := s.ownCgroup(ckpt, m, r.ContainerId); err != nil {
 		return nil, fmt.Errorf("restore moved %s: %w", r.ContainerId, err)
 	}
+	tm.mark("verify")
 	if r.LazyPages {
-		return s.restoreMovedLazy(ctx, r, ckpt)
+		return s.restoreMovedLazy(ctx, r, ckpt, tm)
 	}
 	return s.restore(ctx, restoreSource{dir: ckpt, verified: true}, r.ContainerId, func(p progress) {
 		s.log.Debug("restore moved", "id", r.ContainerId, "phase", p.phase, "message", p.message)

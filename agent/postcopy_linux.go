@@ -52,6 +52,22 @@ const moveLazyTimeout = 30 * time.Minute
 // target had resumed the container: that copy cannot go on.
 var errPagesLost = errors.New("pages lost")
 
+// steps times the consecutive steps of a move for the log line that explains
+// its downtime (docs/postcopy.md, "Downtime budget").
+type steps struct {
+	last  time.Time
+	attrs []any
+}
+
+func newSteps() *steps { return &steps{last: time.Now()} }
+
+// mark ends the step called name.
+func (t *steps) mark(name string) {
+	now := time.Now()
+	t.attrs = append(t.attrs, name, now.Sub(t.last).Round(100*time.Microsecond).String())
+	t.last = now
+}
+
 // moveMode checks a requested mode.
 func moveMode(m string) (string, error) {
 	switch m {
@@ -242,6 +258,8 @@ func (s *Service) movePostcopy(ctx context.Context, p movePlan, report func(prog
 		return nil, fmt.Errorf("move %s: %w", p.id, err)
 	}
 	paused := time.Now()
+	tm := newSteps()
+	tm.mark("pause")
 
 	// The dump outlives the operation's context: once the target runs the
 	// container, only the end of the page transfer may stop CRIU.
@@ -303,6 +321,9 @@ func (s *Service) movePostcopy(ctx context.Context, p movePlan, report func(prog
 		return nil, resume(shimErr("move", p.id, err))
 	}
 	res.Dump = durationpb.New(time.Since(paused))
+	tm.mark("dump")
+	// Of which CRIU until its page server listened, and the rootfs diff.
+	tm.attrs = append(tm.attrs, "dump-criu-and-diff", time.Duration(ready.GetDowntimeNs()).Round(100*time.Microsecond).String())
 	m, err := checkpoint.Read(ckpt)
 	if err != nil {
 		return nil, resume(fmt.Errorf("move %s: %w", p.id, err))
@@ -315,6 +336,7 @@ func (s *Service) movePostcopy(ctx context.Context, p movePlan, report func(prog
 	if err != nil {
 		return nil, resume(fmt.Errorf("move %s: %w", p.id, err))
 	}
+	tm.mark("files")
 	report(progress{phase: "transfer", message: fmt.Sprintf("sending %d files (no memory pages) to %s", len(files), p.to)})
 	t0 := time.Now()
 	var shown time.Time
@@ -341,6 +363,8 @@ func (s *Service) movePostcopy(ctx context.Context, p movePlan, report func(prog
 	if err != nil {
 		return nil, early(fmt.Errorf("move %s: transfer to %s: %w", p.id, p.to, peerErr(err)))
 	}
+	tm.mark("transfer")
+	tm.attrs = append(tm.attrs, "files", len(files), "bytes", stats.RawBytes)
 	tun, err = s.openTunnel(lctx, p.to, moveID, int(ready.GetPort()))
 	if err != nil {
 		return nil, early(fmt.Errorf("move %s: transfer to %s: page tunnel: %w", p.id, p.to, err))
@@ -349,6 +373,7 @@ func (s *Service) movePostcopy(ctx context.Context, p movePlan, report func(prog
 	if err != nil {
 		return nil, early(fmt.Errorf("move %s: %w", p.id, err))
 	}
+	tm.mark("tunnel")
 	report(progress{phase: "restore", message: "restoring on " + p.to + " with lazy pages"})
 	t0 = time.Now()
 	rctx, cancel := context.WithTimeout(ctx, moveRestoreTimeout)
@@ -361,6 +386,8 @@ func (s *Service) movePostcopy(ctx context.Context, p movePlan, report func(prog
 	// and the page server must run until the target has every page.
 	res.Restore = durationpb.New(time.Since(t0))
 	res.Downtime = durationpb.New(time.Since(paused))
+	tm.mark("restore")
+	s.log.Info("postcopy move: downtime steps on the source", append([]any{"id", p.id, "to", p.to, "downtime", res.Downtime.AsDuration().Round(time.Millisecond).String()}, tm.attrs...)...)
 	res.Container = rr.Container
 	report(progress{phase: "moved", message: fmt.Sprintf("running on %s after %s of downtime; its memory follows", p.to, res.Downtime.AsDuration().Round(time.Millisecond))})
 
@@ -436,7 +463,7 @@ func (s *Service) waitLazy(lazy grpc.ServerStreamingClient[shimv1.LazyCheckpoint
 // restoreMovedLazy restores a postcopy checkpoint: a lazy-pages daemon serves
 // the restored tasks' memory from the source's page server through the move's
 // tunnel, which the source opened before asking.
-func (s *Service) restoreMovedLazy(ctx context.Context, r *migratev1.RestoreMovedRequest, ckpt string) (*migratev1.Container, error) {
+func (s *Service) restoreMovedLazy(ctx context.Context, r *migratev1.RestoreMovedRequest, ckpt string, tm *steps) (*migratev1.Container, error) {
 	end := s.moves.lazy.get(r.TransferId)
 	select {
 	case <-end.ready:
@@ -450,6 +477,7 @@ func (s *Service) restoreMovedLazy(ctx context.Context, r *migratev1.RestoreMove
 	} else if changed {
 		s.log.Info("raised fs.pipe-max-size for lazy pages", "from", old, "to", criu.LazyPagesPipeMaxSize)
 	}
+	tm.mark("tunnel")
 	end.mu.Lock()
 	end.container = r.ContainerId
 	end.mu.Unlock()
@@ -457,17 +485,25 @@ func (s *Service) restoreMovedLazy(ctx context.Context, r *migratev1.RestoreMove
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("restore moved %s: %w", r.ContainerId, err)
 	}
-	// The daemon outlives this call: it serves the container until it has every page.
-	lp, err := (&criu.Client{Path: s.cfg.CRIU}).StartLazyPages(s.bg, criu.LazyPagesOptions{
+	// The daemon outlives this call: it serves the container until it has every
+	// page. Its start (CRIU probing the kernel, reading the images) overlaps
+	// with the shim's start; CRIU's restore waits for it to listen.
+	lp, err := (&criu.Client{Path: s.cfg.CRIU}).LaunchLazyPages(s.bg, criu.LazyPagesOptions{
 		ImagesDir: filepath.Join(ckpt, "images"), WorkDir: dir, Address: "127.0.0.1", Port: end.port,
 	})
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("restore moved %s: %w", r.ContainerId, err)
 	}
+	tm.mark("launch-lazy-pages")
 	c, err := s.restore(ctx, restoreSource{dir: ckpt, lazyDir: dir}, r.ContainerId, func(p progress) {
+		// Each phase reported ends the step before it.
+		if step, ok := map[string]string{"network": "container-dir", "rootfs": "network", "restore": "rootfs", "restored": "shim-and-criu-restore"}[p.phase]; ok {
+			tm.mark(step)
+		}
 		s.log.Debug("restore moved", "id", r.ContainerId, "phase", p.phase, "message", p.message)
 	})
+	tm.mark("status")
 	if err != nil {
 		lp.Kill()
 		<-lp.Done()
@@ -475,6 +511,7 @@ func (s *Service) restoreMovedLazy(ctx context.Context, r *migratev1.RestoreMove
 		os.RemoveAll(dir)
 		return nil, err
 	}
+	s.log.Info("postcopy move: restore steps on the target", append([]any{"id", r.ContainerId, "from", r.From}, tm.attrs...)...)
 	go s.watchLazy(r, end, lp, dir)
 	return c, nil
 }

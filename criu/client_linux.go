@@ -78,6 +78,7 @@ func (c *Client) start(ctx context.Context, extra []*os.File) (*swrk, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	removeStaleKdatTmp(kdatTmp, time.Now())
 	// CLOEXEC on both ends: a concurrent fork/exec elsewhere in the daemon
 	// must not inherit either (CVE-2024-21626 class leaks); CRIU gets its end
 	// through ExtraFiles, which dup2s it without CLOEXEC in the child only.

@@ -44,6 +44,14 @@ type LazyPagesOptions struct {
 	LogLevel int
 }
 
+// lazyStartingFile, in a lazy-pages daemon's work directory, says the daemon
+// was launched and does not listen yet: a lazy restore in that directory waits
+// until it is gone (LaunchLazyPages, waitLazyPagesDaemon).
+const lazyStartingFile = "lazy-pages.starting"
+
+// lazyStartTimeout bounds a restore's wait for a launched daemon.
+const lazyStartTimeout = 2 * time.Minute
+
 // LazyPages is a running `criu lazy-pages` daemon. It takes the userfaultfds of
 // a lazy restore, fetches faulting pages from the page server first and all
 // the others in the background, and exits once the restored tree has every
@@ -53,11 +61,30 @@ type LazyPages struct {
 	logFile string
 	done    chan struct{}
 	err     error // set before done is closed
+	ready   chan bool
+	readyOK bool // set before ready is closed
 }
 
 // StartLazyPages starts the daemon and returns once it listens for the
 // restore. Cancelling ctx kills it.
 func (c *Client) StartLazyPages(ctx context.Context, o LazyPagesOptions) (*LazyPages, error) {
+	l, err := c.LaunchLazyPages(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.WaitReady(ctx); err != nil {
+		l.Kill()
+		<-l.done
+		return nil, err
+	}
+	return l, nil
+}
+
+// LaunchLazyPages starts the daemon and returns at once, so that the daemon's
+// start (mostly CRIU probing the kernel) overlaps with preparing the restore.
+// A lazy restore (Client.Restore with LazyPages) in the same work directory
+// waits until the daemon listens or has exited. Cancelling ctx kills it.
+func (c *Client) LaunchLazyPages(ctx context.Context, o LazyPagesOptions) (*LazyPages, error) {
 	if err := checkBinary(c.path()); err != nil {
 		return nil, err
 	}
@@ -78,11 +105,16 @@ func (c *Client) StartLazyPages(ctx context.Context, o LazyPagesOptions) (*LazyP
 	if level == 0 {
 		level = DefaultLogLevel
 	}
-	r, w, err := os.Pipe() // O_CLOEXEC; w becomes the daemon's fd 3
-	if err != nil {
+	removeStaleKdatTmp(kdatTmp, time.Now())
+	starting := filepath.Join(o.WorkDir, lazyStartingFile)
+	if err := os.WriteFile(starting, nil, 0o600); err != nil {
 		return nil, fmt.Errorf("criu lazy-pages: %w", err)
 	}
-	defer r.Close()
+	r, w, err := os.Pipe() // O_CLOEXEC; w becomes the daemon's fd 3
+	if err != nil {
+		os.Remove(starting)
+		return nil, fmt.Errorf("criu lazy-pages: %w", err)
+	}
 	cmd := exec.CommandContext(ctx, c.path(), "lazy-pages", "--page-server",
 		"--address", o.Address, "--port", strconv.Itoa(o.Port),
 		"-D", o.ImagesDir, "-W", o.WorkDir, "-o", logFile, "-v"+strconv.Itoa(level),
@@ -92,9 +124,11 @@ func (c *Client) StartLazyPages(ctx context.Context, o LazyPagesOptions) (*LazyP
 	cmd.Stderr = &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.WaitDelay = 5 * time.Second
-	l := &LazyPages{cmd: cmd, logFile: filepath.Join(o.WorkDir, logFile), done: make(chan struct{})}
+	l := &LazyPages{cmd: cmd, logFile: filepath.Join(o.WorkDir, logFile), done: make(chan struct{}), ready: make(chan bool)}
 	if err := cmd.Start(); err != nil {
 		w.Close()
+		r.Close()
+		os.Remove(starting)
 		return nil, &Error{Op: "lazy-pages", Err: err, LogFile: l.logFile}
 	}
 	w.Close()
@@ -111,27 +145,54 @@ func (c *Client) StartLazyPages(ctx context.Context, o LazyPagesOptions) (*LazyP
 		close(l.done)
 	}()
 	// CRIU writes one byte on the status fd once its socket listens; EOF means
-	// it exited first.
-	ready := make(chan bool, 1)
+	// it exited first. Either way a waiting restore may go on: it connects, or
+	// fails to.
 	go func() {
+		defer r.Close()
 		b := make([]byte, 1)
 		n, _ := r.Read(b)
-		ready <- n == 1
+		os.Remove(starting)
+		l.readyOK = n == 1
+		close(l.ready)
 	}()
+	return l, nil
+}
+
+// WaitReady waits until the daemon listens for the restore; an error if it
+// exited first or ctx ended.
+func (l *LazyPages) WaitReady(ctx context.Context) error {
 	select {
-	case ok := <-ready:
-		if ok {
-			return l, nil
+	case <-l.ready:
+		if l.readyOK {
+			return nil
 		}
 		<-l.done
 		if l.err == nil {
-			return nil, &Error{Op: "lazy-pages", Err: errors.New("exited before it was ready"), LogFile: l.logFile, Lines: logLines(l.logFile)}
+			return &Error{Op: "lazy-pages", Err: errors.New("exited before it was ready"), LogFile: l.logFile, Lines: logLines(l.logFile)}
 		}
-		return nil, l.err
+		return l.err
 	case <-ctx.Done():
-		l.Kill()
-		<-l.done
-		return nil, &Error{Op: "lazy-pages", Err: ctx.Err(), LogFile: l.logFile}
+		return &Error{Op: "lazy-pages", Err: ctx.Err(), LogFile: l.logFile}
+	}
+}
+
+// waitLazyPagesDaemon waits while a daemon launched in workDir does not listen
+// yet (LaunchLazyPages); it returns at once when none is starting there.
+func waitLazyPagesDaemon(ctx context.Context, workDir string) error {
+	p := filepath.Join(workDir, lazyStartingFile)
+	deadline := time.Now().Add(lazyStartTimeout)
+	for {
+		if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("lazy-pages daemon in %s not listening after %s", workDir, lazyStartTimeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Millisecond):
+		}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 type readyRecorder struct {
@@ -64,4 +65,52 @@ func TestStartLazyPagesExitsEarly(t *testing.T) {
 		t.Fatalf("err %v, want a lazy-pages *Error", err)
 	}
 	t.Logf("%v", err)
+}
+
+func TestWaitLazyPagesDaemon(t *testing.T) {
+	dir := t.TempDir()
+	// No daemon starting there: at once.
+	if err := waitLazyPagesDaemon(context.Background(), dir); err != nil {
+		t.Fatal(err)
+	}
+	marker := filepath.Join(dir, lazyStartingFile)
+	if err := os.WriteFile(marker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := waitLazyPagesDaemon(ctx, dir); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("marker present: %v, want the context's deadline", err)
+	}
+	removed := time.Now().Add(30 * time.Millisecond)
+	time.AfterFunc(30*time.Millisecond, func() { os.Remove(marker) })
+	if err := waitLazyPagesDaemon(context.Background(), dir); err != nil {
+		t.Fatal(err)
+	}
+	if time.Now().Before(removed) {
+		t.Fatal("returned before the marker was removed")
+	}
+}
+
+// A launched daemon that exits before it listens releases a waiting restore
+// and WaitReady reports its failure.
+func TestLaunchLazyPagesExitsEarly(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	l, err := (&Client{}).LaunchLazyPages(context.Background(), LazyPagesOptions{
+		ImagesDir: filepath.Join(dir, "missing"), WorkDir: dir, Address: "127.0.0.1", Port: 1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := waitLazyPagesDaemon(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
+	var ce *Error
+	if err := l.WaitReady(ctx); !errors.As(err, &ce) || ce.Op != "lazy-pages" {
+		t.Fatalf("WaitReady: %v, want a lazy-pages *Error", err)
+	}
+	<-l.Done()
 }

@@ -129,6 +129,12 @@ func (c *Client) dump(ctx context.Context, o DumpOptions, n Notify, typ rpc.Criu
 // Restore restores the tree dumped in o.ImagesDir and returns the pid of its
 // root. See RestoreOptions for whose child the tree becomes. n may be nil.
 func (c *Client) Restore(ctx context.Context, o RestoreOptions, n Notify) (int, error) {
+	if o.LazyPages && o.WorkDir != "" {
+		// CRIU connects to the daemon's socket early in the restore.
+		if err := waitLazyPagesDaemon(ctx, o.WorkDir); err != nil {
+			return 0, fmt.Errorf("criu restore: %w", err)
+		}
+	}
 	d, err := openDirs(o.ImagesDir, o.WorkDir)
 	if err != nil {
 		return 0, fmt.Errorf("criu restore: %w", err)

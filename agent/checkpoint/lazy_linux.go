@@ -63,9 +63,20 @@ func (cp *Checkpointer) lazyCheckpoint(ctx context.Context, c *container.Contain
 	dumped := make(chan error, 1)
 	start := time.Now()
 	go func() { dumped <- cp.CRIU.Dump(dctx, opts, n) }()
+	// The rootfs diff needs only the frozen container, not CRIU: it runs while
+	// CRIU dumps, off the downtime's critical path.
+	diffed := make(chan error, 1)
+	if o.Layer != nil {
+		m.Rootfs.BaseDigest = o.Layer.BaseDigest
+		m.Rootfs.Diff = "rootfs-diff.tar"
+		go func() { diffed <- o.Layer.WriteDiff(filepath.Join(tmp, m.Rootfs.Diff)) }()
+	} else {
+		diffed <- nil
+	}
 	select {
 	case <-n.ready:
 	case err := <-dumped:
+		<-diffed
 		if err == nil {
 			err = errors.New("criu ended the lazy dump without serving pages")
 		}
@@ -77,12 +88,8 @@ func (cp *Checkpointer) lazyCheckpoint(ctx context.Context, c *container.Contain
 		<-dumped
 		return nil, fmt.Errorf("checkpoint %s: %w", id, err)
 	}
-	if o.Layer != nil {
-		m.Rootfs.BaseDigest = o.Layer.BaseDigest
-		m.Rootfs.Diff = "rootfs-diff.tar"
-		if err := o.Layer.WriteDiff(filepath.Join(tmp, m.Rootfs.Diff)); err != nil {
-			return fail(fmt.Errorf("rootfs diff: %w", err))
-		}
+	if err := <-diffed; err != nil {
+		return fail(fmt.Errorf("rootfs diff: %w", err))
 	}
 	m.Downtime = time.Since(start)
 	m.LazyPages = true

@@ -1,7 +1,7 @@
 // Command memwriter fills memory with a known pattern and checks it on demand, so a
 // test can tell whether a process's memory survived checkpoint, restore or migration.
 //
-//	memwriter [-mib N] [-seed S] [-touch P] [-interval D] [-status FILE]
+//	memwriter [-mib N] [-seed S] [-touch P] [-interval D] [-status FILE] [-tick D]
 //
 // It fills N MiB with memcheck's SplitMix64 pattern, prints "ready <sha256>", then
 // waits for events, one at a time:
@@ -14,7 +14,14 @@
 //
 // After every event it atomically rewrites -status FILE with a full memcheck.Status
 // line (sequence number, state, round, checksum, pid, region address), so tests can
-// follow it without its stdio. Losing stdin (EOF) or stdout (EPIPE) does not stop
+// follow it without its stdio.
+//
+// With -tick D it also prints "tick <unix nanoseconds>" every D from a goroutine of
+// its own, wall-clock time taken just before the write, so a benchmark can see the
+// pause a migration caused from the process's side: the gap between the last tick
+// before and the first after. Ticks do not wait for events, nor events for ticks.
+//
+// Losing stdin (EOF) or stdout (EPIPE) does not stop
 // it: after a restore its stdio may be gone while the status file remains.
 package main
 
@@ -24,6 +31,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -38,10 +46,14 @@ func main() {
 	touch := flag.Int("touch", 10, "percent of pages a touch rewrites")
 	interval := flag.Duration("interval", 0, "re-verify this often (0: only on request)")
 	status := flag.String("status", "", "file to keep the latest status in")
+	tick := flag.Duration("tick", 0, "print \"tick <unix ns>\" this often (0: never)")
 	flag.Parse()
 	if *touch < 0 || *touch > 100 {
 		fmt.Fprintln(os.Stderr, "memwriter: -touch must be 0..100")
 		os.Exit(2)
+	}
+	if *tick > 0 {
+		go ticks(*tick)
 	}
 	if err := run(*mib, *seed, *touch, *interval, *status); err != nil {
 		fmt.Fprintln(os.Stderr, "memwriter:", err)
@@ -137,5 +149,16 @@ func run(mib int, seed uint64, touch int, interval time.Duration, statusFile str
 		if err != nil {
 			return err
 		}
+	}
+}
+
+// ticks prints the wall-clock time every d. A failed write (stdout gone after a
+// restore) is ignored like the event loop's: the ticks are for whoever still reads.
+func ticks(d time.Duration) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for range t.C {
+		// One write per line, so a tick never splits an event's line.
+		_, _ = os.Stdout.WriteString("tick " + strconv.FormatInt(time.Now().UnixNano(), 10) + "\n")
 	}
 }
