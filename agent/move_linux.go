@@ -168,38 +168,21 @@ type movePlan struct {
 // the target confirmed it holds nothing of the move: the container must never run
 // on both nodes.
 func (s *Service) move(ctx context.Context, p movePlan, report func(progress)) (*migratev1.MoveResult, error) {
-	b := make([]byte, 8)
-	_, _ = rand.Read(b)
-	moveID := "move-" + hex.EncodeToString(b)
-	work := filepath.Join(movesDir(s.cfg.DataDir), moveID)
-	if err := os.MkdirAll(work, 0o700); err != nil {
-		return nil, fmt.Errorf("move %s: %w", p.id, err)
+	moveID, work, err := s.newMove(p)
+	if err != nil {
+		return nil, err
 	}
 	defer os.RemoveAll(work)
 	res := &migratev1.MoveResult{ContainerId: p.id, From: s.cfg.Node, To: p.to, Mode: p.mode}
 
-	if p.sendBase {
-		report(progress{phase: "prepare", message: fmt.Sprintf("node %s lacks the base %s: serialising it", p.to, p.digest)})
-		n, err := s.writeBase(p.digest, filepath.Join(work, moveBaseFile))
-		if err != nil {
-			return nil, fmt.Errorf("move %s: base %s: %w", p.id, p.digest, err)
-		}
-		res.BaseSent, res.BaseBytes = true, n
+	if err := s.prepareBase(p, work, res, report); err != nil {
+		return nil, err
 	}
 
-	rt, err := container.New(s.cfg.RuntimeDir())
+	ct, paused, err := s.pauseForMove(p, report)
 	if err != nil {
-		return nil, fmt.Errorf("move %s: %w", p.id, err)
+		return nil, err
 	}
-	ct, err := rt.Get(p.id)
-	if err != nil {
-		return nil, fmt.Errorf("move %s: %w", p.id, err)
-	}
-	report(progress{phase: "pause", message: "freezing the container"})
-	if err := ct.Pause(); err != nil {
-		return nil, fmt.Errorf("move %s: %w", p.id, err)
-	}
-	paused := time.Now()
 	// resume undoes the pause after a failure the target has no part in (yet).
 	resume := func(cause error) error {
 		if err := ct.Resume(); err != nil {
@@ -280,6 +263,51 @@ func (s *Service) move(ctx context.Context, p movePlan, report func(progress)) (
 	}
 	s.events.publish(&migratev1.Event{Time: timestamppb.Now(), Type: "moved", ContainerId: p.id})
 	return res, nil
+}
+
+// newMove names a move and makes its work directory under moves/.
+func (s *Service) newMove(p movePlan) (moveID, work string, err error) {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	moveID = "move-" + hex.EncodeToString(b)
+	work = filepath.Join(movesDir(s.cfg.DataDir), moveID)
+	if err := os.MkdirAll(work, 0o700); err != nil {
+		return "", "", fmt.Errorf("move %s: %w", p.id, err)
+	}
+	return moveID, work, nil
+}
+
+// prepareBase serialises the rootfs base into work when the target lacks it;
+// the container still runs meanwhile.
+func (s *Service) prepareBase(p movePlan, work string, res *migratev1.MoveResult, report func(progress)) error {
+	if !p.sendBase {
+		return nil
+	}
+	report(progress{phase: "prepare", message: fmt.Sprintf("node %s lacks the base %s: serialising it", p.to, p.digest)})
+	n, err := s.writeBase(p.digest, filepath.Join(work, moveBaseFile))
+	if err != nil {
+		return fmt.Errorf("move %s: base %s: %w", p.id, p.digest, err)
+	}
+	res.BaseSent, res.BaseBytes = true, n
+	return nil
+}
+
+// pauseForMove freezes the container: from here it runs nowhere until the move
+// ends. It returns the container and when it was frozen (downtime starts).
+func (s *Service) pauseForMove(p movePlan, report func(progress)) (*container.Container, time.Time, error) {
+	rt, err := container.New(s.cfg.RuntimeDir())
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("move %s: %w", p.id, err)
+	}
+	ct, err := rt.Get(p.id)
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("move %s: %w", p.id, err)
+	}
+	report(progress{phase: "pause", message: "freezing the container"})
+	if err := ct.Pause(); err != nil {
+		return nil, time.Time{}, fmt.Errorf("move %s: %w", p.id, err)
+	}
+	return ct, time.Now(), nil
 }
 
 // sendMove sends the move's files, retrying a broken transfer within

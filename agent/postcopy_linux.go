@@ -2,8 +2,6 @@ package agent
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -223,12 +221,9 @@ func (s *Service) containerMemory(id string) int64 {
 // broken page transfer is a lost container (errPagesLost), stopped on the
 // target and left paused here.
 func (s *Service) movePostcopy(ctx context.Context, p movePlan, report func(progress)) (*migratev1.MoveResult, error) {
-	b := make([]byte, 8)
-	_, _ = rand.Read(b)
-	moveID := "move-" + hex.EncodeToString(b)
-	work := filepath.Join(movesDir(s.cfg.DataDir), moveID)
-	if err := os.MkdirAll(work, 0o700); err != nil {
-		return nil, fmt.Errorf("move %s: %w", p.id, err)
+	moveID, work, err := s.newMove(p)
+	if err != nil {
+		return nil, err
 	}
 	defer os.RemoveAll(work)
 	res := &migratev1.MoveResult{ContainerId: p.id, From: s.cfg.Node, To: p.to, Mode: modePostcopy, ModeReason: p.reason}
@@ -237,27 +232,13 @@ func (s *Service) movePostcopy(ctx context.Context, p movePlan, report func(prog
 	} else if changed {
 		s.log.Info("raised fs.pipe-max-size for lazy pages", "from", old, "to", criu.LazyPagesPipeMaxSize)
 	}
-	if p.sendBase {
-		report(progress{phase: "prepare", message: fmt.Sprintf("node %s lacks the base %s: serialising it", p.to, p.digest)})
-		n, err := s.writeBase(p.digest, filepath.Join(work, moveBaseFile))
-		if err != nil {
-			return nil, fmt.Errorf("move %s: base %s: %w", p.id, p.digest, err)
-		}
-		res.BaseSent, res.BaseBytes = true, n
+	if err := s.prepareBase(p, work, res, report); err != nil {
+		return nil, err
 	}
-	rt, err := container.New(s.cfg.RuntimeDir())
+	ct, paused, err := s.pauseForMove(p, report)
 	if err != nil {
-		return nil, fmt.Errorf("move %s: %w", p.id, err)
+		return nil, err
 	}
-	ct, err := rt.Get(p.id)
-	if err != nil {
-		return nil, fmt.Errorf("move %s: %w", p.id, err)
-	}
-	report(progress{phase: "pause", message: "freezing the container"})
-	if err := ct.Pause(); err != nil {
-		return nil, fmt.Errorf("move %s: %w", p.id, err)
-	}
-	paused := time.Now()
 	tm := newSteps()
 	tm.mark("pause")
 

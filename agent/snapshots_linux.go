@@ -37,6 +37,9 @@ type snapshots struct {
 	mu   sync.Mutex
 	busy map[string]bool      // guarded by mu: containers with a snapshot in progress
 	next map[string]time.Time // guarded by mu: next run of each schedule
+	// scheduled: containers with a scheduled run in progress, guarded by mu;
+	// RemoveSchedule waits for it.
+	scheduled map[string]bool
 }
 
 func snapshotsDir(data string) string { return filepath.Join(data, "snapshots") }
@@ -60,7 +63,7 @@ func (s *Service) openSnapshots() error {
 		st.Close()
 		return fmt.Errorf("snapshots: %w", err)
 	}
-	s.snaps = &snapshots{store: st, table: tb, scratch: scratch, busy: map[string]bool{}, next: map[string]time.Time{}}
+	s.snaps = &snapshots{store: st, table: tb, scratch: scratch, busy: map[string]bool{}, next: map[string]time.Time{}, scheduled: map[string]bool{}}
 	return nil
 }
 
@@ -566,14 +569,29 @@ func (s *Service) SetSchedule(_ context.Context, r *migratev1.SetScheduleRequest
 	return &migratev1.SetScheduleResponse{Schedule: s.scheduleProto(sch)}, nil
 }
 
-// RemoveSchedule drops a container's schedule; its snapshots stay.
-func (s *Service) RemoveSchedule(_ context.Context, r *migratev1.RemoveScheduleRequest) (*migratev1.RemoveScheduleResponse, error) {
+// RemoveSchedule drops a container's schedule; its snapshots stay. It returns
+// once no scheduled snapshot of the container is running (or ctx ends): after
+// it, no scheduled snapshot of it is taken.
+func (s *Service) RemoveSchedule(ctx context.Context, r *migratev1.RemoveScheduleRequest) (*migratev1.RemoveScheduleResponse, error) {
 	ok, err := s.snaps.table.Remove(r.ContainerId)
 	if err != nil {
 		return nil, err
 	}
 	if !ok {
 		return nil, fmt.Errorf("schedule of %q: %w", r.ContainerId, ErrNotFound)
+	}
+	for {
+		s.snaps.mu.Lock()
+		running := s.snaps.scheduled[r.ContainerId]
+		s.snaps.mu.Unlock()
+		if !running {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return &migratev1.RemoveScheduleResponse{}, nil
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 	return &migratev1.RemoveScheduleResponse{}, nil
 }
@@ -671,6 +689,21 @@ func (s *Service) runScheduler(ctx context.Context) {
 // schedule and applies its retention.
 func (s *Service) scheduledSnapshot(ctx context.Context, sch snapshot.Schedule) {
 	id := sch.ContainerID
+	// Checked and marked at once, so a RemoveSchedule either stops this run or
+	// waits for it.
+	sn := s.snaps
+	sn.mu.Lock()
+	if _, ok := sn.table.Get(id); !ok {
+		sn.mu.Unlock()
+		return
+	}
+	sn.scheduled[id] = true
+	sn.mu.Unlock()
+	defer func() {
+		sn.mu.Lock()
+		delete(sn.scheduled, id)
+		sn.mu.Unlock()
+	}()
 	snap, err := s.takeSnapshot(ctx, id, snapshot.TriggerSchedule)
 	if ctx.Err() != nil {
 		return // agent stopping

@@ -14,9 +14,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DefaultPageChunkSize is the chunk size of page images: 4 pages. See
+// DefaultPageChunkSize is the chunk size of page images: 2 pages. See
 // docs/pagestore.md for the measurements behind it.
-const DefaultPageChunkSize = 4 * PageSize
+const DefaultPageChunkSize = 2 * PageSize
 
 // Options tune a Store; the zero value gives the defaults.
 type Options struct {

@@ -66,11 +66,19 @@ func (a *agent) memIntact(id, sum string) {
 	}
 }
 
-// moveUntil runs `move id --to to` and calls at once when a progress line
-// contains marker; it returns the move's result.
+// moveUntil runs a cold `move id --to to` and calls at once when a progress
+// line contains marker; it returns the move's result. Cold: these faults are
+// about the transfer and restore phases of a cold move (post-copy faults are in
+// postcopy_test.go).
 func moveUntil(t *testing.T, a *agent, id, to, marker string, at func()) result {
 	t.Helper()
-	return moveWhen(t, a, id, to, marker, func(l string) bool { return strings.Contains(l, marker) }, at)
+	return moveWhen(t, a, id, to, marker, func(l string) bool { return strings.Contains(l, marker) }, at, "--mode", "cold")
+}
+
+// moveUntilArgs is moveUntil with other arguments for move (a mode of choice).
+func moveUntilArgs(t *testing.T, a *agent, id, to, marker string, at func(), args ...string) result {
+	t.Helper()
+	return moveWhen(t, a, id, to, marker, func(l string) bool { return strings.Contains(l, marker) }, at, args...)
 }
 
 // transferredAtLeast matches a transfer progress line "(done/total bytes)" with
@@ -89,13 +97,11 @@ func transferredAtLeast(frac float64) func(string) bool {
 	}
 }
 
-// moveWhen runs `move id --to to` and calls at once when a progress line
-// matches; what names the condition in failures.
-func moveWhen(t *testing.T, a *agent, id, to, what string, match func(string) bool, at func()) result {
+// moveWhen runs `move id --to to args...` and calls at once when a progress
+// line matches; what names the condition in failures.
+func moveWhen(t *testing.T, a *agent, id, to, what string, match func(string) bool, at func(), args ...string) result {
 	t.Helper()
-	// Cold: these faults are about the transfer and restore phases of a cold move
-	// (post-copy faults are in postcopy_test.go).
-	cmd := exec.Command(migratectlBin, "--socket", a.sock, "move", id, "--to", to, "--mode", "cold")
+	cmd := exec.Command(migratectlBin, append([]string{"--socket", a.sock, "move", id, "--to", to}, args...)...)
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	stderr, err := cmd.StderrPipe()
@@ -238,7 +244,7 @@ func TestMoveTargetRestartResumes(t *testing.T) {
 	r := moveWhen(t, n1, id, "n2", "half the transfer", transferredAtLeast(0.5), func() {
 		n2.kill9()
 		n2.start()
-	})
+	}, "--mode", "cold")
 	t.Logf("move with the target restarted: exit %d\n%s", r.code, r.stderr)
 	if r.code != 0 {
 		t.Fatalf("move failed: %s", r.stderr)

@@ -28,27 +28,34 @@ type moveSummary struct {
 func moveJSON(t *testing.T, a *agent, id, to string) moveSummary {
 	t.Helper()
 	r := must(t, a.ctl("move", id, "--to", to, "-o", "json"), "move "+id+" to "+to)
-	dec := json.NewDecoder(strings.NewReader(r.stdout))
-	var last struct {
-		Move *moveSummary `json:"move"`
-	}
+	return lastMove[moveSummary](t, r.stdout)
+}
+
+// lastMove decodes the stream of `move -o json` events and returns the move
+// result of the last event that has one.
+func lastMove[T any](t *testing.T, stdout string) T {
+	t.Helper()
+	dec := json.NewDecoder(strings.NewReader(stdout))
+	var last *T
 	for {
 		var ev struct {
-			Move *moveSummary `json:"move"`
+			Move *T `json:"move"`
 		}
 		err := dec.Decode(&ev)
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			t.Fatalf("move -o json: %v: %s", err, r.stdout)
+			t.Fatalf("move -o json: %v: %s", err, stdout)
 		}
-		last = ev
+		if ev.Move != nil {
+			last = ev.Move
+		}
 	}
-	if last.Move == nil {
-		t.Fatalf("move -o json: no move result in %s", r.stdout)
+	if last == nil {
+		t.Fatalf("move -o json: no move result in %s", stdout)
 	}
-	return *last.Move
+	return *last
 }
 
 // movePair starts two agents that are each other's peers, with certificates of one

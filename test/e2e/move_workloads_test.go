@@ -1,10 +1,7 @@
 package e2e
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
 	"testing"
@@ -27,27 +24,7 @@ func moveCold(t *testing.T, a *agent, id, to string) moveSummary {
 	t.Helper()
 	r := must(t, runCtl(t, []string{"timeout", "300"}, "--socket", a.sock, "move", id, "--to", to, "--mode", "cold", "-o", "json"),
 		"move "+id+" to "+to)
-	var last *moveSummary
-	dec := json.NewDecoder(strings.NewReader(r.stdout))
-	for {
-		var ev struct {
-			Move *moveSummary `json:"move"`
-		}
-		err := dec.Decode(&ev)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("move -o json: %v: %s", err, r.stdout)
-		}
-		if ev.Move != nil {
-			last = ev.Move
-		}
-	}
-	if last == nil {
-		t.Fatalf("move -o json: no move result in %s", r.stdout)
-	}
-	return *last
+	return lastMove[moveSummary](t, r.stdout)
 }
 
 // logMove reports a move's figures in the test log and checks its downtime.

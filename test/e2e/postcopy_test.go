@@ -1,14 +1,9 @@
 package e2e
 
 import (
-	"bufio"
-	"bytes"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -35,29 +30,10 @@ type postcopySummary struct {
 func movePostcopyJSON(t *testing.T, a *agent, id, to string, args ...string) postcopySummary {
 	t.Helper()
 	r := must(t, a.ctl(append([]string{"move", id, "--to", to, "-o", "json"}, args...)...), "move "+id+" to "+to)
-	dec := json.NewDecoder(strings.NewReader(r.stdout))
-	var last *postcopySummary
-	for {
-		var ev struct {
-			Move *postcopySummary `json:"move"`
-		}
-		err := dec.Decode(&ev)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("move -o json: %v: %s", err, r.stdout)
-		}
-		if ev.Move != nil {
-			last = ev.Move
-		}
-	}
-	if last == nil {
-		t.Fatalf("move -o json: no move result in %s", r.stdout)
-	}
+	last := lastMove[postcopySummary](t, r.stdout)
 	t.Logf("move %s -> %s (%s: %s): downtime %s (dump %s, transfer %s, restore %s), lazy phase %s for %s B, raw %s B",
 		last.From, last.To, last.Mode, last.ModeReason, last.Downtime, last.Dump, last.Transfer, last.Restore, last.LazyPages, last.LazyBytes, last.RawBytes)
-	return *last
+	return last
 }
 
 // memwriterStatusBundle runs the memory writer over mib MiB with a status file.
@@ -187,42 +163,6 @@ func TestMoveModeChoice(t *testing.T) {
 	n2.memIntact(id, sum)
 	n1.noMoveLeftovers()
 	n2.noMoveLeftovers()
-}
-
-// moveUntilArgs is moveUntil with extra arguments for move.
-func moveUntilArgs(t *testing.T, a *agent, id, to, marker string, at func(), args ...string) result {
-	t.Helper()
-	cmd := exec.Command(migratectlBin, append([]string{"--socket", a.sock, "move", id, "--to", to}, args...)...)
-	var out bytes.Buffer
-	cmd.Stdout = &out
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var log strings.Builder
-	fired := false
-	sc := bufio.NewScanner(stderr)
-	for sc.Scan() {
-		log.WriteString(sc.Text() + "\n")
-		if !fired && strings.Contains(sc.Text(), marker) {
-			fired = true
-			at()
-		}
-	}
-	err = cmd.Wait()
-	r := result{stdout: out.String(), stderr: log.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
-		r.code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	if !fired {
-		t.Fatalf("move never printed %q:\n%s", marker, r.stderr)
-	}
-	return r
 }
 
 // TestPostcopySourceKilled kills the source agent while the target fetches the

@@ -242,9 +242,10 @@ func TestSnapshotSchedule(t *testing.T) {
 	}
 	must(t, a.ctl("snapshot", "unschedule", id), "unschedule")
 	wantFail(t, a.ctl("snapshot", "unschedule", id), 3, "not found")
-	time.Sleep(time.Second) // a run already started may finish
-	n := len(seen)
+	// unschedule returns once a run in progress finished: what is listed now
+	// is all there will be.
 	scheduled()
+	n := len(seen)
 	time.Sleep(3 * time.Second)
 	scheduled()
 	if len(seen) != n {
