@@ -210,18 +210,9 @@ func (s *Service) move(ctx context.Context, p movePlan, report func(progress)) (
 		return nil, resume(shimErr("move", p.id, err))
 	}
 	res.Dump = durationpb.New(time.Since(t0))
-	m, err := checkpoint.Read(ckpt)
+	files, sums, conn, err := s.moveSendPlan(p, work, ckpt)
 	if err != nil {
-		return nil, resume(fmt.Errorf("move %s: %w", p.id, err))
-	}
-
-	files, sums, err := moveFiles(work, m)
-	if err != nil {
-		return nil, resume(fmt.Errorf("move %s: %w", p.id, err))
-	}
-	conn, err := s.peers.conn(p.to)
-	if err != nil {
-		return nil, resume(fmt.Errorf("move %s: %w", p.id, err))
+		return nil, resume(err)
 	}
 	report(progress{phase: "transfer", message: fmt.Sprintf("sending %d files to %s", len(files), p.to)})
 	t0 = time.Now()
@@ -308,6 +299,25 @@ func (s *Service) pauseForMove(p movePlan, report func(progress)) (*container.Co
 		return nil, time.Time{}, fmt.Errorf("move %s: %w", p.id, err)
 	}
 	return ct, time.Now(), nil
+}
+
+// moveSendPlan lists what a move sends from work (the checkpoint in ckpt, and
+// the base if serialised), with the digests the manifest has, and the
+// connection to the target.
+func (s *Service) moveSendPlan(p movePlan, work, ckpt string) ([]string, map[string]string, *grpc.ClientConn, error) {
+	m, err := checkpoint.Read(ckpt)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("move %s: %w", p.id, err)
+	}
+	files, sums, err := moveFiles(work, m)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("move %s: %w", p.id, err)
+	}
+	conn, err := s.peers.conn(p.to)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("move %s: %w", p.id, err)
+	}
+	return files, sums, conn, nil
 }
 
 // sendMove sends the move's files, retrying a broken transfer within

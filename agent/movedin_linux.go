@@ -56,6 +56,16 @@ func (s *Service) writeMovedIn(transferID string, r movedIn) error {
 	return atomicfile.WriteFile(s.movedInPath(transferID), b, 0o600)
 }
 
+// readMovedIn reads the record of an incoming move.
+func (s *Service) readMovedIn(transferID string) (movedIn, error) {
+	var r movedIn
+	b, err := os.ReadFile(s.movedInPath(transferID))
+	if err == nil {
+		err = json.Unmarshal(b, &r)
+	}
+	return r, err
+}
+
 func (s *Service) removeMovedIn(transferID string) {
 	if err := os.Remove(s.movedInPath(transferID)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		s.log.Warn("remove moved-in record", "transfer", transferID, "err", err)
@@ -75,11 +85,7 @@ func (s *Service) recoverMovedIn() {
 			os.Remove(filepath.Join(dir, id))
 			continue
 		}
-		var r movedIn
-		b, err := os.ReadFile(filepath.Join(dir, id))
-		if err == nil {
-			err = json.Unmarshal(b, &r)
-		}
+		r, err := s.readMovedIn(id)
 		switch {
 		case err != nil:
 			s.log.Warn("unreadable moved-in record removed", "transfer", id, "err", err)
@@ -130,8 +136,7 @@ func (s *Service) expireMovedIn() {
 		if !in.mu.TryLock() {
 			continue
 		}
-		var r movedIn
-		if b, err := os.ReadFile(filepath.Join(dir, de.Name())); err == nil && json.Unmarshal(b, &r) == nil && r.State == movedInRestored {
+		if r, err := s.readMovedIn(de.Name()); err == nil && r.State == movedInRestored {
 			s.removeMovedIn(de.Name())
 			in.restored = ""
 		}

@@ -15,13 +15,11 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/migratehq/migrate/agent/checkpoint"
 	migratev1 "github.com/migratehq/migrate/api/migrate/v1"
 	shimv1 "github.com/migratehq/migrate/api/shim/v1"
 	"github.com/migratehq/migrate/criu"
 	"github.com/migratehq/migrate/metrics"
 	"github.com/migratehq/migrate/runtime/container"
-	"github.com/migratehq/migrate/transfer"
 )
 
 // Move modes (docs/move.md, docs/postcopy.md).
@@ -305,30 +303,14 @@ func (s *Service) movePostcopy(ctx context.Context, p movePlan, report func(prog
 	tm.mark("dump")
 	// Of which CRIU until its page server listened, and the rootfs diff.
 	tm.attrs = append(tm.attrs, "dump-criu-and-diff", time.Duration(ready.GetDowntimeNs()).Round(100*time.Microsecond).String())
-	m, err := checkpoint.Read(ckpt)
+	files, sums, conn, err := s.moveSendPlan(p, work, ckpt)
 	if err != nil {
-		return nil, resume(fmt.Errorf("move %s: %w", p.id, err))
-	}
-	files, sums, err := moveFiles(work, m)
-	if err != nil {
-		return nil, resume(fmt.Errorf("move %s: %w", p.id, err))
-	}
-	conn, err := s.peers.conn(p.to)
-	if err != nil {
-		return nil, resume(fmt.Errorf("move %s: %w", p.id, err))
+		return nil, resume(err)
 	}
 	tm.mark("files")
 	report(progress{phase: "transfer", message: fmt.Sprintf("sending %d files (no memory pages) to %s", len(files), p.to)})
 	t0 := time.Now()
-	var shown time.Time
-	stats, err := transfer.Send(ctx, conn, moveID, work, files, transfer.SendOptions{SHA256: sums, Progress: func(tp transfer.Progress) {
-		done := tp.ResumedBytes + tp.RawBytes
-		if done < tp.TotalBytes && time.Since(shown) < 250*time.Millisecond {
-			return
-		}
-		shown = time.Now()
-		report(progress{phase: "transfer", done: done, total: tp.TotalBytes, unit: "bytes"})
-	}})
+	stats, err := s.sendMove(ctx, conn, p, moveID, work, files, sums, report)
 	res.Transfer = durationpb.New(time.Since(t0))
 	res.RawBytes, res.WireBytes = stats.RawBytes, stats.WireBytes
 	// Until RestoreMoved is asked the target cannot run the container: resume at

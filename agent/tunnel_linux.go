@@ -179,37 +179,62 @@ func (s *Service) Tunnel(stream grpc.BidiStreamingServer[migratev1.TunnelData, m
 	// is done; an error means the source is gone: the container must be stopped
 	// before the daemon notices (it would let the missing pages read as zeros).
 	go func() {
-		for {
-			m, err := stream.Recv()
-			if errors.Is(err, io.EOF) {
-				_ = conn.(*net.TCPConn).CloseWrite()
-				return
+		if serr, _ := pumpIn(stream, conn); serr != nil {
+			if !finished.Load() {
+				end.breakWith(fmt.Errorf("tunnel from the source: %w", serr))
 			}
-			if err != nil {
-				if !finished.Load() {
-					end.breakWith(fmt.Errorf("tunnel from the source: %w", err))
-				}
-				conn.Close()
-				return
-			}
-			if _, err := conn.Write(m.Data); err != nil {
-				return
-			}
+			conn.Close()
 		}
 	}()
 	// daemon -> source, until the daemon closes its connection.
+	if serr, _ := pumpOut(conn, stream, func(int) {}); serr != nil {
+		end.breakWith(fmt.Errorf("tunnel to the source: %w", serr))
+		return serr
+	}
+	finished.Store(true)
+	return nil
+}
+
+// tunnelStream is either end of a Peer.Tunnel stream.
+type tunnelStream interface {
+	Send(*migratev1.TunnelData) error
+	Recv() (*migratev1.TunnelData, error)
+}
+
+// pumpIn writes the stream's data to conn until the stream ends. A clean end
+// closes conn's write side and returns nothing; otherwise it returns the
+// stream's error or conn's write error.
+func pumpIn(stream tunnelStream, conn net.Conn) (streamErr, writeErr error) {
+	for {
+		m, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			_ = conn.(*net.TCPConn).CloseWrite()
+			return nil, nil
+		}
+		if err != nil {
+			return err, nil
+		}
+		if _, err := conn.Write(m.Data); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// pumpOut sends what it reads from conn over the stream, calling sent with each
+// chunk's size, until a send fails (sendErr) or conn's read does (readErr,
+// io.EOF for a clean end).
+func pumpOut(conn net.Conn, stream tunnelStream, sent func(int)) (sendErr, readErr error) {
 	buf := make([]byte, tunnelChunk)
 	for {
 		n, err := conn.Read(buf)
 		if n > 0 {
 			if serr := stream.Send(&migratev1.TunnelData{Data: buf[:n]}); serr != nil {
-				end.breakWith(fmt.Errorf("tunnel to the source: %w", serr))
-				return serr
+				return serr, nil
 			}
+			sent(n)
 		}
 		if err != nil {
-			finished.Store(true)
-			return nil
+			return nil, err
 		}
 	}
 }
@@ -260,43 +285,23 @@ func (s *Service) openTunnel(ctx context.Context, to, moveID string, port int) (
 	}
 	// target -> page server
 	go func() {
-		for {
-			m, err := stream.Recv()
-			if errors.Is(err, io.EOF) {
-				_ = conn.(*net.TCPConn).CloseWrite()
-				return
-			}
-			if err != nil {
-				finish(fmt.Errorf("tunnel from %s: %w", to, peerErr(err)))
-				return
-			}
-			if _, err := conn.Write(m.Data); err != nil {
-				finish(fmt.Errorf("tunnel: page server: %w", err))
-				return
-			}
+		switch serr, werr := pumpIn(stream, conn); {
+		case serr != nil:
+			finish(fmt.Errorf("tunnel from %s: %w", to, peerErr(serr)))
+		case werr != nil:
+			finish(fmt.Errorf("tunnel: page server: %w", werr))
 		}
 	}()
 	// page server -> target; the page server closes once every page is served.
 	go func() {
-		buf := make([]byte, tunnelChunk)
-		for {
-			n, err := conn.Read(buf)
-			if n > 0 {
-				if serr := stream.Send(&migratev1.TunnelData{Data: buf[:n]}); serr != nil {
-					finish(fmt.Errorf("tunnel to %s: %w", to, peerErr(serr)))
-					return
-				}
-				t.bytes.Add(int64(n))
-			}
-			if errors.Is(err, io.EOF) {
-				_ = stream.CloseSend()
-				finish(nil)
-				return
-			}
-			if err != nil {
-				finish(fmt.Errorf("tunnel: page server: %w", err))
-				return
-			}
+		switch serr, rerr := pumpOut(conn, stream, func(n int) { t.bytes.Add(int64(n)) }); {
+		case serr != nil:
+			finish(fmt.Errorf("tunnel to %s: %w", to, peerErr(serr)))
+		case errors.Is(rerr, io.EOF):
+			_ = stream.CloseSend()
+			finish(nil)
+		default:
+			finish(fmt.Errorf("tunnel: page server: %w", rerr))
 		}
 	}()
 	return t, nil

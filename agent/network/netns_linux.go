@@ -23,35 +23,16 @@ func newNetNS(path string) error {
 		return fmt.Errorf("netns %s: %w", path, err)
 	}
 	f.Close()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
+	err = onThreadIn(func() error {
 		ns, err := netns.New()
-		if err != nil {
-			// unshare failed: the thread is still in its own namespace.
-			runtime.UnlockOSThread()
-			errc <- err
-			return
+		if err == nil {
+			ns.Close()
 		}
-		ns.Close()
-		err = unix.Mount(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()), path, "none", unix.MS_BIND, "")
-		if serr := netns.Set(orig); serr != nil {
-			// Leave the thread locked: it ends with this goroutine rather
-			// than serve others in the wrong namespace.
-			errc <- errors.Join(err, fmt.Errorf("return to the agent's namespace: %w", serr))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- err
-	}()
-	if err := <-errc; err != nil {
+		return err
+	}, func() error {
+		return unix.Mount(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()), path, "none", unix.MS_BIND, "")
+	})
+	if err != nil {
 		os.Remove(path)
 		return fmt.Errorf("netns %s: %w", path, err)
 	}
@@ -77,6 +58,15 @@ func inNetNS(path string, fn func() error) error {
 		return fmt.Errorf("netns %s: %w", path, err)
 	}
 	defer target.Close()
+	return onThreadIn(func() error { return netns.Set(target) }, fn)
+}
+
+// onThreadIn runs fn on a locked thread that enter moved into another network
+// namespace, then moves the thread back. If enter fails, the thread is still in
+// its own namespace and is released; if the way back fails, the thread stays
+// locked and ends with its goroutine rather than serve others in the wrong
+// namespace.
+func onThreadIn(enter, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -87,14 +77,14 @@ func inNetNS(path string, fn func() error) error {
 			return
 		}
 		defer orig.Close()
-		if err := netns.Set(target); err != nil {
+		if err := enter(); err != nil {
 			runtime.UnlockOSThread()
 			errc <- err
 			return
 		}
 		ferr := fn()
 		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, err) // thread stays locked and dies with us
+			errc <- errors.Join(ferr, fmt.Errorf("return to the agent's namespace: %w", err))
 			return
 		}
 		runtime.UnlockOSThread()

@@ -165,11 +165,7 @@ func newCheckpointsCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if g.output == "table" {
-				g.output = "json"
-			}
-			_, err = printMessage(g, cmd.OutOrStdout(), r)
-			return err
+			return printDetail(g, cmd.OutOrStdout(), r)
 		},
 	}
 	rm := &cobra.Command{

@@ -159,11 +159,7 @@ func newInspectCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if g.output == "table" {
-				g.output = "json"
-			}
-			_, err = printMessage(g, cmd.OutOrStdout(), r)
-			return err
+			return printDetail(g, cmd.OutOrStdout(), r)
 		},
 	}
 }

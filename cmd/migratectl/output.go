@@ -17,6 +17,16 @@ import (
 	migratev1 "github.com/migratehq/migrate/api/migrate/v1"
 )
 
+// printDetail prints one object of an inspect command: JSON unless YAML was
+// asked for (there is no table for a whole object).
+func printDetail(g *globals, w io.Writer, m proto.Message) error {
+	if g.output == "table" {
+		g.output = "json"
+	}
+	_, err := printMessage(g, w, m)
+	return err
+}
+
 // printMessage writes m as JSON or YAML; it returns false for table output, which
 // the caller renders.
 func printMessage(g *globals, w io.Writer, m proto.Message) (bool, error) {

@@ -220,11 +220,18 @@ func (a *benchAgent) move(b *testing.B, id, to string) moveSummary {
 		args = append(args, "--mode", mode)
 	}
 	out := a.must(b, args...)
+	return *lastMove[moveSummary](b, out)
+}
+
+// lastMove decodes the stream of `move -o json` events and returns the move
+// result of the last event that has one.
+func lastMove[T any](b *testing.B, out string) *T {
+	b.Helper()
 	dec := json.NewDecoder(strings.NewReader(out))
-	var last *moveSummary
+	var last *T
 	for {
 		var ev struct {
-			Move *moveSummary `json:"move"`
+			Move *T `json:"move"`
 		}
 		err := dec.Decode(&ev)
 		if errors.Is(err, io.EOF) {
@@ -240,7 +247,7 @@ func (a *benchAgent) move(b *testing.B, id, to string) moveSummary {
 	if last == nil {
 		b.Fatalf("move -o json: no move result in %s", out)
 	}
-	return *last
+	return last
 }
 
 // parseDur reads a protojson duration ("1.234s").

@@ -27,7 +27,11 @@ type memProc struct {
 	lines chan string
 }
 
-func newMemProc(tb testing.TB) *memProc {
+func newMemProc(tb testing.TB) *memProc { return newMemProcFiltered(tb, nil) }
+
+// newMemProcFiltered is newMemProc whose output lines go to take first: the
+// lines it takes (returns true for) do not reach lines.
+func newMemProcFiltered(tb testing.TB, take func(line string) bool) *memProc {
 	inR, inW, err := os.Pipe()
 	if err != nil {
 		tb.Fatal(err)
@@ -40,6 +44,9 @@ func newMemProc(tb testing.TB) *memProc {
 	go func() {
 		sc := bufio.NewScanner(outR)
 		for sc.Scan() {
+			if take != nil && take(sc.Text()) {
+				continue
+			}
 			p.lines <- sc.Text()
 		}
 		close(p.lines)

@@ -1,10 +1,7 @@
 package bench
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"testing"
@@ -174,32 +171,12 @@ func postcopyMove(b *testing.B, n1, n2 *benchAgent, bundle string, mib int, mode
 	out := n1.must(b, "move", id, "--to", "n2", "--mode", mode, "-o", "json")
 	t1 := time.Now()
 	total := t1.Sub(t0)
-	var last *struct {
+	last := lastMove[struct {
 		moveSummary
 		LazyPages string `json:"lazyPages"`
 		LazyBytes string `json:"lazyBytes"`
-	}
-	dec := json.NewDecoder(strings.NewReader(out))
-	for {
-		var ev struct {
-			Move *struct {
-				moveSummary
-				LazyPages string `json:"lazyPages"`
-				LazyBytes string `json:"lazyBytes"`
-			} `json:"move"`
-		}
-		err := dec.Decode(&ev)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			b.Fatalf("move -o json: %v: %s", err, out)
-		}
-		if ev.Move != nil {
-			last = ev.Move
-		}
-	}
-	if last == nil || last.Mode != mode {
+	}](b, out)
+	if last.Mode != mode {
 		b.Fatalf("move -o json: no %s move result in %s", mode, out)
 	}
 	n2.must(b, "kill", "-s", "USR1", id)

@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"io"
@@ -90,30 +89,17 @@ func (l *tickLog) ticks() []time.Time {
 // log, every other line to the memProc's lines, so the ticks never fill the
 // channel that expect reads.
 func newTickProc(tb testing.TB) (*memProc, *tickLog) {
-	inR, inW, err := os.Pipe()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	p := &memProc{files: [3]*os.File{inR, outW, outW}, stdin: inW, lines: make(chan string, 64)}
 	l := &tickLog{}
-	go func() {
-		sc := bufio.NewScanner(outR)
-		for sc.Scan() {
-			if ts := parseTicks(sc.Text()); len(ts) == 1 {
-				l.mu.Lock()
-				l.ts = append(l.ts, ts[0])
-				l.mu.Unlock()
-				continue
-			}
-			p.lines <- sc.Text()
+	p := newMemProcFiltered(tb, func(line string) bool {
+		ts := parseTicks(line)
+		if len(ts) != 1 {
+			return false
 		}
-		close(p.lines)
-	}()
-	tb.Cleanup(func() { inR.Close(); inW.Close(); outW.Close(); outR.Close() })
+		l.mu.Lock()
+		l.ts = append(l.ts, ts[0])
+		l.mu.Unlock()
+		return true
+	})
 	return p, l
 }
 

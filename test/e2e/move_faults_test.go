@@ -134,42 +134,34 @@ func moveWhen(t *testing.T, a *agent, id, to, what string, match func(string) bo
 	return r
 }
 
-// criuLockRules lists the network-lock rules CRIU left in a network namespace
-// (a path under /proc or /run/netns; "" for this one): nftables tables and
-// iptables chains whose names start with CRIU.
-func criuLockRules(t *testing.T, netns string) []string {
-	t.Helper()
-	var wrap []string
-	if netns != "" {
-		wrap = []string{"nsenter", "--net=" + netns, "--"}
+// resumedAfterFailedMove checks that move r failed and said so, and that the
+// memory writer id runs here again: the same process (resumed, not restarted)
+// with its memory still summing to sum. It returns the container.
+func (a *agent) resumedAfterFailedMove(r result, id string, before psContainer, sum string) psContainer {
+	a.t.Helper()
+	if r.code == 0 {
+		a.t.Fatalf("the move of %s succeeded: %s", id, r.stdout)
 	}
-	var found []string
-	for _, argv := range [][]string{{"nft", "list", "tables"}, {"iptables-save"}, {"ip6tables-save"}} {
-		full := append(append([]string{}, wrap...), argv...)
-		out, err := exec.Command(full[0], full[1:]...).CombinedOutput()
-		if err != nil {
-			t.Logf("%v: %v: %s", full, err, out)
-			continue
-		}
-		for _, l := range strings.Split(string(out), "\n") {
-			if strings.Contains(l, "CRIU") {
-				found = append(found, argv[0]+": "+strings.TrimSpace(l))
-			}
-		}
+	if !strings.Contains(r.stderr, "resumed") {
+		a.t.Errorf("progress does not say the container resumed: %q", r.stderr)
 	}
-	return found
+	after := a.waitStatus(id, running)
+	if after.Pid != before.Pid {
+		a.t.Errorf("pid %d became %d: the source was restarted, not resumed", before.Pid, after.Pid)
+	}
+	a.memIntact(id, sum)
+	return after
 }
 
 // noLockRules fails if CRIU left a lock rule in the container's network namespace
-// or in the node's.
+// or in the node's (nodeNetns; "" for the test's own).
 func noLockRules(t *testing.T, pid int, nodeNetns string) {
 	t.Helper()
-	if left := criuLockRules(t, "/proc/"+strconv.Itoa(pid)+"/ns/net"); len(left) != 0 {
-		t.Errorf("CRIU lock rules left in the container's network namespace: %v", left)
+	if nodeNetns == "" {
+		nodeNetns = "/proc/self/ns/net"
 	}
-	if left := criuLockRules(t, nodeNetns); len(left) != 0 {
-		t.Errorf("CRIU lock rules left in the node's network namespace: %v", left)
-	}
+	noCRIULocksAt(t, "container namespace", "/proc/"+strconv.Itoa(pid)+"/ns/net")
+	noCRIULocksAt(t, "node namespace", nodeNetns)
 }
 
 // TestMoveTargetKilled kills the target agent during the transfer, and during the
@@ -198,17 +190,7 @@ func TestMoveTargetKilled(t *testing.T) {
 				}
 			})
 			t.Logf("move with the target killed during the %s: exit %d\n%s", c.name, r.code, r.stderr)
-			if r.code == 0 {
-				t.Fatalf("move succeeded with the target killed: %s", r.stdout)
-			}
-			if !strings.Contains(r.stderr, "resumed") {
-				t.Errorf("progress does not say the container resumed: %q", r.stderr)
-			}
-			after := n1.waitStatus(id, running)
-			if after.Pid != before.Pid {
-				t.Errorf("pid %d became %d: the source was restarted, not resumed", before.Pid, after.Pid)
-			}
-			n1.memIntact(id, sum)
+			after := n1.resumedAfterFailedMove(r, id, before, sum)
 			if n2.cmd == nil {
 				n2.start()
 			}
@@ -298,17 +280,7 @@ func TestMoveLinkCut(t *testing.T) {
 	start := time.Now()
 	r := moveUntil(t, n1, id, "n2", "bytes)", func() { l.cut(h2) })
 	t.Logf("move with the link cut: exit %d after %v\n%s", r.code, time.Since(start).Round(time.Millisecond), r.stderr)
-	if r.code == 0 {
-		t.Fatalf("move succeeded over a cut link: %s", r.stdout)
-	}
-	if !strings.Contains(r.stderr, "resumed") {
-		t.Errorf("progress does not say the container resumed: %q", r.stderr)
-	}
-	after := n1.waitStatus(id, running)
-	if after.Pid != before.Pid {
-		t.Errorf("pid %d became %d: the source was restarted, not resumed", before.Pid, after.Pid)
-	}
-	n1.memIntact(id, sum)
+	after := n1.resumedAfterFailedMove(r, id, before, sum)
 	noLockRules(t, after.Pid, h1.NS)
 	noLockRules(t, after.Pid, h2.NS)
 
