@@ -22,6 +22,7 @@ import (
 	"github.com/migratehq/migrate/agent/pki"
 	"github.com/migratehq/migrate/agent/shim"
 	migratev1 "github.com/migratehq/migrate/api/migrate/v1"
+	"github.com/migratehq/migrate/criu"
 	"github.com/migratehq/migrate/transfer"
 )
 
@@ -103,6 +104,12 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 		o.Logger.Warn("CRIU unavailable: checkpoint and restore will fail", "err", ci.GetError())
 	} else {
 		o.Logger.Info("CRIU", "version", ci.GetVersion(), "networkLock", ci.GetNetworkLock())
+		// Remade at every start: a cache outside a tmpfs survives reboots.
+		if made, err := (&criu.Client{Path: cfg.CRIU}).PrimeKdatCache(); err != nil {
+			o.Logger.Warn("CRIU's kernel-feature cache: every CRIU call probes the kernel again", "err", err)
+		} else if made {
+			o.Logger.Info("made CRIU's kernel-feature cache (/run is not a tmpfs, where CRIU keeps it itself)", "file", "/run/criu.kdat")
+		}
 	}
 
 	errc := make(chan error, 3)

@@ -79,6 +79,7 @@ func (c *Client) start(ctx context.Context, extra []*os.File) (*swrk, error) {
 		return nil, err
 	}
 	removeStaleKdatTmp(kdatTmp, time.Now())
+	_, _ = ensureKdatCache(path, false) // without it CRIU probes the kernel itself
 	// CLOEXEC on both ends: a concurrent fork/exec elsewhere in the daemon
 	// must not inherit either (CVE-2024-21626 class leaks); CRIU gets its end
 	// through ExtraFiles, which dup2s it without CLOEXEC in the child only.

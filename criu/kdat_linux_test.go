@@ -2,7 +2,9 @@ package criu
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,5 +58,44 @@ func TestRemoveStaleKdatTmp(t *testing.T) {
 	}
 	if st.Type != unix.TMPFS_MAGIC && removeStaleKdatTmp(other, now) {
 		t.Fatal("removed a file outside a tmpfs")
+	}
+}
+
+// TestPrimeKdatCache checks, on a host whose /run is not a tmpfs, that the
+// cache the agent makes is one CRIU loads instead of probing the kernel.
+func TestPrimeKdatCache(t *testing.T) {
+	needRoot(t)
+	var st unix.Statfs_t
+	if err := unix.Statfs(filepath.Dir(kdatFile), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Type == unix.TMPFS_MAGIC {
+		t.Skip("/run is a tmpfs: CRIU keeps its cache there itself")
+	}
+	c := &Client{}
+	made, err := c.PrimeKdatCache()
+	if err != nil || !made {
+		t.Fatalf("PrimeKdatCache = %v, %v; want a new cache", made, err)
+	}
+	log := filepath.Join(t.TempDir(), "check.log")
+	if out, err := exec.Command(c.path(), "check", "-v4", "-o", log).CombinedOutput(); err != nil {
+		t.Fatalf("criu check: %v: %s", err, out)
+	}
+	b, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), "Loaded kdat cache from "+kdatFile) {
+		t.Fatalf("CRIU did not load the cache; its log:\n%s", b)
+	}
+	// A missing cache is made again before CRIU runs; an existing one is kept.
+	if err := os.Remove(kdatFile); err != nil {
+		t.Fatal(err)
+	}
+	if made, err := ensureKdatCache(c.path(), false); err != nil || !made {
+		t.Fatalf("ensureKdatCache without a cache = %v, %v", made, err)
+	}
+	if made, err := ensureKdatCache(c.path(), false); err != nil || made {
+		t.Fatalf("ensureKdatCache with a cache = %v, %v; want it kept", made, err)
 	}
 }

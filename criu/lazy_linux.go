@@ -106,6 +106,7 @@ func (c *Client) LaunchLazyPages(ctx context.Context, o LazyPagesOptions) (*Lazy
 		level = DefaultLogLevel
 	}
 	removeStaleKdatTmp(kdatTmp, time.Now())
+	_, _ = ensureKdatCache(c.path(), false) // without it CRIU probes the kernel itself
 	starting := filepath.Join(o.WorkDir, lazyStartingFile)
 	if err := os.WriteFile(starting, nil, 0o600); err != nil {
 		return nil, fmt.Errorf("criu lazy-pages: %w", err)
