@@ -225,8 +225,8 @@ func joinNetwork(s *specs.Spec, ep *network.Endpoint) {
 // namespace with the same address on this node's bridge. It fails before
 // anything is restored when the checkpoint needs what this node lacks.
 func (n *netState) restoreNetwork(id, dir string, m *checkpoint.Manifest) (*network.Endpoint, error) {
-	if m.Network == nil || m.Network.NetNSKey == "" {
-		return nil, nil
+	if m.Network == nil || m.Network.NetNSKey == "" || m.Network.Loopback != nil {
+		return nil, nil // in the images, or made fresh by the restore
 	}
 	if m.Network.Address == "" {
 		return nil, fmt.Errorf("%w: the checkpoint's network namespace was joined by path and has no address to recreate it with", ErrInvalid)

@@ -138,8 +138,14 @@ func (cp *Checkpointer) Checkpoint(ctx context.Context, c *container.Container, 
 		ExtMounts: bindMounts(s), NetworkLock: cp.NetworkLock,
 		FreezeCgroup: freezerPath(c),
 	}
-	if err := externalNetNS(c, m, &opts); err != nil {
+	frozen := st.Status == "paused"
+	if err := externalNetNS(c, m, &opts, frozen); err != nil {
 		return nil, fmt.Errorf("checkpoint %s: %w", id, err)
+	}
+	if frozen {
+		if err := carryTmpfs(c.InitPid(), tmp, m, &opts); err != nil {
+			return nil, fmt.Errorf("checkpoint %s: %w", id, err)
+		}
 	}
 	if o.Lazy != nil {
 		return cp.lazyCheckpoint(ctx, c, dir, tmp, m, opts, o)
@@ -319,6 +325,11 @@ func (cp *Checkpointer) Restore(ctx context.Context, dir, id string, o RestoreOp
 			ext[mnt.Destination] = src
 		}
 	}
+	unmountTmpfs, err := restoreTmpfs(m, dir, work, ext)
+	if err != nil {
+		return nil, fmt.Errorf("restore %s: %w", id, err)
+	}
+	defer unmountTmpfs()
 	var inherit []criu.InheritFd
 	for fd, key := range m.Stdio {
 		if key != "" && o.Stdio[fd] != nil {

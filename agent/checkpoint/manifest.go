@@ -56,6 +56,29 @@ type Network struct {
 	// ("10.88.0.10/24"), from its spec's AddressAnnotation; "" when the
 	// namespace was the user's own.
 	Address string `json:"address,omitempty"`
+	// Loopback is set when the namespace was the container's own and held
+	// only its loopback: a restore makes a fresh one.
+	Loopback *Loopback `json:"loopback,omitempty"`
+}
+
+// Tmpfs is one of the container's tmpfs mounts whose content the checkpoint
+// carries itself, as a tar, instead of CRIU's images.
+type Tmpfs struct {
+	// Mountpoint is where it is in the container.
+	Mountpoint string `json:"mountpoint"`
+	// Key is the name CRIU's images give it as an external mount.
+	Key string `json:"key"`
+	// Options are its file system's options (size=, mode=...) but rw/ro.
+	Options string `json:"options,omitempty"`
+	// ReadOnly: the file system itself was read-only.
+	ReadOnly bool `json:"readOnly,omitempty"`
+	// File is the tar of its content, a checkpoint file.
+	File string `json:"file"`
+}
+
+// Loopback is the state of a loopback-only namespace's loopback.
+type Loopback struct {
+	Up bool `json:"up"`
 }
 
 // AddressAnnotation is the spec annotation the agent records a container's
@@ -86,10 +109,16 @@ type Manifest struct {
 	LeaveRunning bool          `json:"leaveRunning"`
 	Downtime     time.Duration `json:"downtimeNs"`
 	Rootfs       Rootfs        `json:"rootfs"`
-	// Network is set when the container's network namespace was given by
-	// path: CRIU left it out of the images, a restore must hand one in.
+	// Network is set when CRIU left the container's network namespace out of
+	// the images: a restore hands one in (given by path at dump) or makes a
+	// fresh one (Network.Loopback).
 	Network *Network `json:"network,omitempty"`
-	Files   []File   `json:"files"`
+	// Tmpfs are the tmpfs mounts the checkpoint carries outside CRIU's images.
+	Tmpfs []Tmpfs `json:"tmpfs,omitempty"`
+	// NetworkInImages says why the container's own network namespace is in
+	// CRIU's images instead of being made anew at restore.
+	NetworkInImages string `json:"networkInImages,omitempty"`
+	Files           []File `json:"files"`
 
 	// LazyPages: the memory pages are not in the images; a restore needs the
 	// dumping CRIU's page server (post-copy move).

@@ -44,7 +44,6 @@ func WriteDiff(upper string, w io.Writer) (int64, error) {
 	d := &differ{
 		tw:    tar.NewWriter(bw),
 		links: map[fileID]string{},
-		buf:   make([]byte, copyBufSize),
 	}
 	wk := walker{root: upper}
 	if err := wk.walk(d.add); err != nil {
@@ -63,7 +62,7 @@ func WriteDiff(upper string, w io.Writer) (int64, error) {
 type differ struct {
 	tw    *tar.Writer
 	links map[fileID]string // first path of each multiply-linked inode
-	buf   []byte
+	buf   []byte            // made at the first file with data: small trees need none
 }
 
 func (d *differ) add(n *node) error {
@@ -180,6 +179,9 @@ func (d *differ) copyFile(n *node, size int64) error {
 		return err
 	}
 	defer f.Close()
+	if d.buf == nil {
+		d.buf = make([]byte, copyBufSize)
+	}
 	var done int64
 	for {
 		k, err := f.Read(d.buf)
