@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/migratehq/migrate/agent/checkpoint"
@@ -287,6 +288,11 @@ func (s *Service) importBase(tarPath, digest string) error {
 	if got != digest {
 		return fmt.Errorf("%w: base sent as %s digests to %s", checkpoint.ErrCorrupt, digest, got)
 	}
+	// Durable before it is adopted: the transfer it came in is not, and a
+	// base is used by every later container on it.
+	if err := syncFS(root); err != nil {
+		return fmt.Errorf("base %s: %w", digest, err)
+	}
 	if err := os.Rename(root, dst); err != nil {
 		if _, serr := os.Stat(dst); serr == nil {
 			return nil // another move brought the same base meanwhile
@@ -413,4 +419,14 @@ func newestMtime(dir string) time.Time {
 		}
 	}
 	return t
+}
+
+// syncFS flushes the file system holding dir to disk.
+func syncFS(dir string) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Syncfs(fd)
 }

@@ -50,12 +50,15 @@ func newService(bg context.Context, cfg *config.Config, o Options, p *peers) *Se
 	return &Service{
 		cfg: cfg, exe: o.Exe, version: o.Version, started: time.Now().UTC(), log: o.Logger,
 		ops: ops.NewRegistry(), events: newEvents(), peers: p, bg: bg,
-		node:       newNodeInfo(cfg),
-		bases:      &layers.Store{Dir: cfg.BasesDir()},
-		rec:        metrics.Nop{},
-		moves:      newMoveTable(),
-		net:        newNetState(cfg, o.Logger),
-		incoming:   &transfer.Receiver{Root: incomingDir(cfg.DataDir)},
+		node:  newNodeInfo(cfg),
+		bases: &layers.Store{Dir: cfg.BasesDir()},
+		rec:   metrics.Nop{},
+		moves: newMoveTable(),
+		net:   newNetState(cfg, o.Logger),
+		// No fsyncs: a move's checkpoint is worthless once this machine crashed
+		// (the source resumes the container), and a base it brings is made
+		// durable when it is imported (importBase).
+		incoming:   &transfer.Receiver{Root: incomingDir(cfg.DataDir), NoSync: true},
 		containers: map[string]*entry{},
 		ckptBusy:   map[string]int{},
 	}

@@ -71,7 +71,7 @@ func TestJournal(t *testing.T) {
 	h := testHeader()
 	path := filepath.Join(t.TempDir(), "journal")
 	s := newChunkSet(h)
-	j, err := openJournal(path, s)
+	j, err := openJournal(path, s, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func TestJournal(t *testing.T) {
 	load := func() *chunkSet {
 		t.Helper()
 		s := newChunkSet(h)
-		j, err := openJournal(path, s)
+		j, err := openJournal(path, s, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -107,7 +107,7 @@ func TestJournal(t *testing.T) {
 	f.Write(appendRecord(nil, 0, 3)[:7])
 	f.Close()
 	s = newChunkSet(h)
-	j, err = openJournal(path, s)
+	j, err = openJournal(path, s, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +139,7 @@ func TestJournal(t *testing.T) {
 
 	// rewrite keeps exactly the set.
 	s = newChunkSet(h)
-	j, err = openJournal(path, s)
+	j, err = openJournal(path, s, false)
 	if err != nil {
 		t.Fatal(err)
 	}

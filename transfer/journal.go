@@ -26,12 +26,13 @@ type journal struct {
 	path    string
 	f       *os.File
 	pending []byte
+	noSync  bool // Receiver.NoSync
 }
 
 // openJournal reads the journal at path into done (which must be empty and
 // describe the same header) and opens it for appending. A journal that names
 // chunks outside the header is discarded: resending is always safe.
-func openJournal(path string, done *chunkSet) (*journal, error) {
+func openJournal(path string, done *chunkSet, noSync bool) (*journal, error) {
 	data, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("read journal: %w", err)
@@ -55,7 +56,7 @@ func openJournal(path string, done *chunkSet) (*journal, error) {
 			valid += journalRecord
 		}
 	}
-	j := &journal{path: path}
+	j := &journal{path: path, noSync: noSync}
 	if valid == 0 {
 		if err := j.rewrite(done); err != nil {
 			return nil, err
@@ -101,8 +102,10 @@ func (j *journal) flush() error {
 	if _, err := j.f.Write(j.pending); err != nil {
 		return fmt.Errorf("append journal: %w", err)
 	}
-	if err := j.f.Sync(); err != nil {
-		return fmt.Errorf("sync journal: %w", err)
+	if !j.noSync {
+		if err := j.f.Sync(); err != nil {
+			return fmt.Errorf("sync journal: %w", err)
+		}
 	}
 	j.pending = j.pending[:0]
 	return nil
@@ -119,7 +122,7 @@ func (j *journal) rewrite(done *chunkSet) error {
 			}
 		}
 	}
-	if err := writeFileAtomic(j.path, buf); err != nil {
+	if err := writeFileAtomic(j.path, buf, !j.noSync); err != nil {
 		return fmt.Errorf("rewrite journal: %w", err)
 	}
 	f, err := os.OpenFile(j.path, os.O_WRONLY|os.O_APPEND, 0)
@@ -143,8 +146,9 @@ func (j *journal) close() error {
 }
 
 // writeFileAtomic writes data to path through a temporary file in the same
-// directory: write, fsync, rename, fsync the directory.
-func writeFileAtomic(path string, data []byte) error {
+// directory: write, fsync, rename, fsync the directory; without the fsyncs
+// unless sync.
+func writeFileAtomic(path string, data []byte, sync bool) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
 	if err != nil {
@@ -155,15 +159,20 @@ func writeFileAtomic(path string, data []byte) error {
 		tmp.Close()
 		return err
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
+	if sync {
+		if err := tmp.Sync(); err != nil {
+			tmp.Close()
+			return err
+		}
 	}
 	if err := tmp.Close(); err != nil {
 		return err
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return err
+	}
+	if !sync {
+		return nil
 	}
 	return syncDir(dir)
 }

@@ -164,28 +164,43 @@ func TestResumeAfterCancel(t *testing.T) {
 	sameFiles(t, src, r.Dir(id), names)
 }
 
+// TestReceiverRestart resumes a transfer in a new Receiver on the same
+// directory, with and without fsyncs (NoSync: a process restart keeps what
+// the page cache holds).
 func TestReceiverRestart(t *testing.T) {
 	t.Parallel()
-	src := t.TempDir()
-	names := checkpointDir(t, src, 48<<20)
-	total := totalSize(t, src, names)
-	root := t.TempDir()
-	id := testID(t)
+	for _, noSync := range []bool{false, true} {
+		name := "fsync"
+		if noSync {
+			name = "nosync"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			src := t.TempDir()
+			names := checkpointDir(t, src, 48<<20)
+			total := totalSize(t, src, names)
+			root := t.TempDir()
+			id := testID(t)
 
-	p1 := startPeer(t, &Receiver{Root: root}, true)
-	cancelHalfway(t, p1, id, src, names, total)
-	p1.stop() // the agent goes away; its Receiver with it
+			p1 := startPeer(t, &Receiver{Root: root, NoSync: noSync}, true)
+			cancelHalfway(t, p1, id, src, names, total)
+			p1.stop() // the agent goes away; its Receiver with it
 
-	r2 := &Receiver{Root: root}
-	p2 := startPeer(t, r2, true)
-	st, err := Send(t.Context(), p2.conn, id, src, names, SendOptions{})
-	if err != nil {
-		t.Fatal(err)
+			r2 := &Receiver{Root: root, NoSync: noSync}
+			p2 := startPeer(t, r2, true)
+			st, err := Send(t.Context(), p2.conn, id, src, names, SendOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Resumed == 0 || st.RawBytes+st.Resumed != total || r2.WrittenBytes() != st.RawBytes {
+				t.Fatalf("after restart: %+v, new receiver wrote %d, total %d", st, r2.WrittenBytes(), total)
+			}
+			sameFiles(t, src, r2.Dir(id), names)
+			if _, err := r2.Verified(id); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
-	if st.Resumed == 0 || st.RawBytes+st.Resumed != total || r2.WrittenBytes() != st.RawBytes {
-		t.Fatalf("after restart: %+v, new receiver wrote %d, total %d", st, r2.WrittenBytes(), total)
-	}
-	sameFiles(t, src, r2.Dir(id), names)
 }
 
 func TestCutStream(t *testing.T) {
@@ -247,7 +262,7 @@ func TestTamperedChunk(t *testing.T) {
 	// The receiver journaled nothing for that chunk, so a clean resend fixes it.
 	h := headerFor(t, r, id)
 	done := newChunkSet(h)
-	j, err := openJournal(filepath.Join(r.Root, id, "journal"), done)
+	j, err := openJournal(filepath.Join(r.Root, id, "journal"), done, false)
 	if err != nil {
 		t.Fatal(err)
 	}

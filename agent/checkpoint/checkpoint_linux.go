@@ -142,6 +142,11 @@ func (cp *Checkpointer) Checkpoint(ctx context.Context, c *container.Container, 
 	if err := externalNetNS(c, m, &opts, frozen); err != nil {
 		return nil, fmt.Errorf("checkpoint %s: %w", id, err)
 	}
+	if m.Network != nil && m.Network.Loopback != nil {
+		// Nothing outside can send to it, and all that can is frozen: CRIU's
+		// lock (nftables or iptables rules, ~15 ms each way) guards nothing.
+		opts.NetworkLock = criu.NetworkLockSkip
+	}
 	if frozen {
 		if err := carryTmpfs(c.InitPid(), tmp, m, &opts); err != nil {
 			return nil, fmt.Errorf("checkpoint %s: %w", id, err)
@@ -348,6 +353,9 @@ func (cp *Checkpointer) Restore(ctx context.Context, dir, id string, o RestoreOp
 		CgroupRoots:    map[string]string{"": x.CgroupPath()},
 		TCPEstablished: true, ExtUnixSk: true, FileLocks: true, RstSibling: true,
 		NetworkLock: cp.NetworkLock, LazyPages: o.LazyPagesDir != "",
+	}
+	if m.Network != nil && m.Network.Loopback != nil {
+		opts.NetworkLock = criu.NetworkLockSkip // a fresh namespace: nothing to guard
 	}
 	pid, err := cp.CRIU.Restore(ctx, opts, criu.NoNotify{})
 	if err != nil {
