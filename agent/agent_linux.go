@@ -99,6 +99,8 @@ func Run(ctx context.Context, cfg *config.Config, o Options) error {
 	defer s.closeSnapshots()
 	s.recoverMovedIn()
 	go s.expireIncoming(ctx)
+	s.shims.fill()
+	defer s.shims.close()
 	// Probe CRIU once: shims get its network lock backend for checkpoints.
 	if ci := s.node.get(ctx).GetCriu(); ci.GetError() != "" {
 		o.Logger.Warn("CRIU unavailable: checkpoint and restore will fail", "err", ci.GetError())

@@ -389,7 +389,7 @@ func (s *Service) restore(ctx context.Context, src restoreSource, id string, rep
 		}
 	}
 	report(progress{phase: "restore", message: fmt.Sprintf("restoring %s with CRIU (checkpoint of %s taken %s)", id, m.ContainerID, m.Created.Format(time.RFC3339))})
-	cmd, err := shim.Spawn(shim.SpawnOptions{Exe: s.exe, Timeout: 5 * time.Minute, Options: shim.Options{
+	cmd, err := s.shims.spawn(shim.SpawnOptions{Exe: s.exe, Timeout: 5 * time.Minute, Options: shim.Options{
 		ID: id, Bundle: m.Runtime.Bundle, Dir: e.dir, RuntimeRoot: s.cfg.RuntimeDir(), Rootfs: rootfs,
 		LogMaxBytes: s.cfg.Logs.MaxFileBytes, LogMaxFiles: s.cfg.Logs.MaxFiles,
 		Restore: dir, Verified: src.verified, NetworkLock: s.node.networkLock(ctx), CRIUVersion: s.node.criuVersion(ctx), CRIUPath: s.cfg.CRIU,

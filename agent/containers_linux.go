@@ -215,7 +215,7 @@ func (s *Service) Create(ctx context.Context, r *migratev1.CreateRequest) (*migr
 	if err != nil {
 		return fail(fmt.Errorf("create %s: %w", r.Id, err))
 	}
-	cmd, err := shim.Spawn(shim.SpawnOptions{Exe: s.exe, Options: shim.Options{
+	cmd, err := s.shims.spawn(shim.SpawnOptions{Exe: s.exe, Options: shim.Options{
 		ID: r.Id, Bundle: runBundle, Dir: e.dir, RuntimeRoot: s.cfg.RuntimeDir(),
 		LogMaxBytes: s.cfg.Logs.MaxFileBytes, LogMaxFiles: s.cfg.Logs.MaxFiles,
 		NetworkLock: s.node.networkLock(ctx), CRIUVersion: s.node.criuVersion(ctx), CRIUPath: s.cfg.CRIU,

@@ -35,6 +35,7 @@ type Service struct {
 	net     *netState // containers' addresses on the shared network
 	// incoming receives the files of moves to this node, under <data>/incoming.
 	incoming *transfer.Receiver
+	shims    *shimPool
 	bg       context.Context // outlives RPCs: operations run under it
 
 	mu         sync.Mutex
@@ -59,6 +60,7 @@ func newService(bg context.Context, cfg *config.Config, o Options, p *peers) *Se
 		// (the source resumes the container), and a base it brings is made
 		// durable when it is imported (importBase).
 		incoming:   &transfer.Receiver{Root: incomingDir(cfg.DataDir), NoSync: true},
+		shims:      &shimPool{exe: o.Exe, log: o.Logger},
 		containers: map[string]*entry{},
 		ckptBusy:   map[string]int{},
 	}

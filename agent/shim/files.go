@@ -58,6 +58,16 @@ func WriteJSON(dir, name string, v any) error {
 	return atomicfile.WriteFile(filepath.Join(dir, name), b, 0o600)
 }
 
+// writeState writes the shim's state record (StateFile): atomically, without
+// fsync, as it describes running processes.
+func writeState(dir string, st State) error {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteFileNoSync(filepath.Join(dir, StateFile), b, 0o600)
+}
+
 // ReadJSON reads dir/name into v; errors wrap os.ErrNotExist when it is missing.
 func ReadJSON(dir, name string, v any) error {
 	b, err := os.ReadFile(filepath.Join(dir, name))

@@ -128,15 +128,33 @@ func start(o Options) (_ *server, retErr error) {
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 		return nil, fmt.Errorf("shim %s: set child subreaper: %w", o.ID, err)
 	}
-	cgs, err := joinOwnCgroup(o.ID + "-" + strconv.Itoa(os.Getpid()))
+	// The shim's own cgroup (~10 ms on cgroup v1) is made while the container is
+	// created or restored: the container's processes go to theirs regardless.
+	type joined struct {
+		dirs []string
+		err  error
+	}
+	joinc := make(chan joined, 1)
+	go func() {
+		dirs, err := joinOwnCgroup(o.ID + "-" + strconv.Itoa(os.Getpid()))
+		joinc <- joined{dirs, err}
+	}()
+	var cgs []string
+	var cgErr error
+	cgWaited := false
+	waitCgroup := func() error {
+		if !cgWaited {
+			j := <-joinc
+			cgs, cgErr, cgWaited = j.dirs, j.err, true
+		}
+		return cgErr
+	}
 	defer func() {
 		if retErr != nil {
+			_ = waitCgroup()
 			leaveOwnCgroup(cgs)
 		}
 	}()
-	if err != nil {
-		return nil, fmt.Errorf("shim %s: %w", o.ID, err)
-	}
 	startTime, err := procStartTime(os.Getpid())
 	if err != nil {
 		return nil, fmt.Errorf("shim %s: %w", o.ID, err)
@@ -203,6 +221,12 @@ func start(o Options) (_ *server, retErr error) {
 			_ = c.Delete(true)
 		}
 	}()
+	if err := waitCgroup(); err != nil {
+		outR.Close()
+		errR.Close()
+		lw.Close(true)
+		return nil, fmt.Errorf("shim %s: %w", o.ID, err)
+	}
 	s.state = State{
 		ID: o.ID, Bundle: c.Bundle(), ShimPid: os.Getpid(), ShimStartTime: startTime,
 		InitPid: c.InitPid(), Cgroups: cgs, StdoutPipe: inode(outR), StderrPipe: inode(errR),
@@ -233,7 +257,7 @@ func start(o Options) (_ *server, retErr error) {
 	s.lis = lis
 	s.grpc = grpc.NewServer(peercred.ServerOptions()...)
 	shimv1.RegisterShimServer(s.grpc, s)
-	if err := WriteJSON(o.Dir, StateFile, s.state); err != nil {
+	if err := writeState(o.Dir, s.state); err != nil {
 		lis.Close()
 		return nil, fmt.Errorf("shim %s: write state: %w", o.ID, err)
 	}
@@ -334,7 +358,7 @@ func (s *server) Start(context.Context, *shimv1.StartRequest) (*shimv1.StartResp
 	s.state.StartedAt = time.Now().UTC()
 	st := s.state
 	s.mu.Unlock()
-	if err := WriteJSON(s.o.Dir, StateFile, st); err != nil {
+	if err := writeState(s.o.Dir, st); err != nil {
 		return nil, status.Errorf(codes.Internal, "start %s: record start: %v", s.o.ID, err)
 	}
 	return &shimv1.StartResponse{Pid: int32(s.c.InitPid())}, nil

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -68,10 +69,7 @@ func (o Options) Args() []string {
 // agent exits; then it is reparented). On failure no shim is left running; a shim's
 // own error comes back as a gRPC status error with the shim's code.
 func Spawn(o SpawnOptions) (*exec.Cmd, error) {
-	if o.Timeout == 0 {
-		o.Timeout = time.Minute
-	}
-	logf, err := os.OpenFile(filepath.Join(o.Dir, LogFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	logf, err := os.OpenFile(filepath.Join(o.Dir, LogFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("spawn shim %s: %w", o.ID, err)
 	}
@@ -81,20 +79,33 @@ func Spawn(o SpawnOptions) (*exec.Cmd, error) {
 		return nil, fmt.Errorf("spawn shim %s: %w", o.ID, err)
 	}
 	defer r.Close()
-	cmd := exec.Command(o.Exe, o.Args()...)
-	cmd.Args[0] = "migrated-shim"
-	cmd.Dir = "/"
-	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	cmd := shimCommand(o.Exe, o.Args()...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.ExtraFiles = []*os.File{w} // fd 3 = readyFd
-	// Its own session: no signals from the agent's terminal or process group.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("spawn shim %s: %w", o.ID, err)
 	}
 	w.Close()
+	return awaitReady(cmd, r, o)
+}
 
+// shimCommand is exe (migrated) run with args as a shim.
+func shimCommand(exe string, args ...string) *exec.Cmd {
+	cmd := exec.Command(exe, args...)
+	cmd.Args[0] = "migrated-shim"
+	cmd.Dir = "/"
+	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	// Its own session: no signals from the agent's terminal or process group.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	return cmd
+}
+
+// awaitReady waits for the ready report of the started shim cmd on r.
+func awaitReady(cmd *exec.Cmd, r *os.File, o SpawnOptions) (*exec.Cmd, error) {
+	if o.Timeout == 0 {
+		o.Timeout = time.Minute
+	}
 	type result struct {
 		msg readyMsg
 		err error

@@ -6,7 +6,7 @@ import (
 	"github.com/migratehq/migrate/agent/shim"
 )
 
-func init() { subcommands = append(subcommands, newShimCommand()) }
+func init() { subcommands = append(subcommands, newShimCommand(), newStandbyShimCommand()) }
 
 // newShimCommand is the per-container shim the agent starts; not for people.
 func newShimCommand() *cobra.Command {
@@ -42,4 +42,21 @@ func newShimCommand() *cobra.Command {
 		_ = cmd.MarkFlagRequired(n)
 	}
 	return cmd
+}
+
+// newStandbyShimCommand is a shim started before its container is known; it
+// reads its options from the agent when one is needed (shim.StartStandby).
+func newStandbyShimCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:    "shim-standby",
+		Short:  "per-container shim started ahead of need (started by the agent)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			if err := requireRoot(); err != nil {
+				return err
+			}
+			return shim.MainStandby()
+		},
+	}
 }

@@ -49,7 +49,7 @@ func (p *persisted) save(dir string) error {
 	if err != nil {
 		return err
 	}
-	return atomicfile.WriteFile(filepath.Join(dir, stateFile), data, 0o600)
+	return atomicfile.WriteFileNoSync(filepath.Join(dir, stateFile), data, 0o600)
 }
 
 func loadPersisted(dir string) (*persisted, error) {
