@@ -31,13 +31,14 @@ const (
 )
 
 // Downtime model for --max-downtime and auto (docs/postcopy.md): fitted to
-// BenchmarkPostcopy on the development VMs (cold 3.6 s at 64 MiB, 23 s at
-// 1 GiB; postcopy 2.3-2.7 s at any size). A cold move's downtime grows with
-// the memory it dumps, sends and restores; a postcopy move's does not.
+// BenchmarkPostcopy on the development VMs (cold 1.3-1.4 s at 64 MiB, 14.9 s
+// at 1 GiB; postcopy 0.45-0.6 s from 64 MiB to 1 GiB), rounded up for a busy
+// node. A cold move's downtime grows with the memory it dumps, sends and
+// restores; a postcopy move's hardly does.
 const (
-	coldFixedDowntime     = 2 * time.Second
-	coldBytesPerSecond    = 50 << 20
-	postcopyFixedDowntime = 2500 * time.Millisecond
+	coldFixedDowntime     = 500 * time.Millisecond
+	coldBytesPerSecond    = 70 << 20
+	postcopyFixedDowntime = 700 * time.Millisecond
 )
 
 // moveLazyTimeout bounds the lazy phase of a postcopy move: the target must

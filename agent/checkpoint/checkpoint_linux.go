@@ -138,7 +138,25 @@ func (cp *Checkpointer) Checkpoint(ctx context.Context, c *container.Container, 
 		ExtMounts: bindMounts(s), NetworkLock: cp.NetworkLock,
 		FreezeCgroup: freezerPath(c),
 	}
-	frozen := st.Status == "paused"
+	// A container left running must not change its files between the dump
+	// and the rootfs diff, or a copy would run memory and files of different
+	// moments: keep it frozen across both. CRIU leaves a frozen cgroup frozen.
+	// Frozen from here, what the dump leaves out of CRIU's hands (below) is
+	// of the same moment too.
+	start := time.Now()
+	pausedHere := false
+	if o.Lazy == nil && o.LeaveRunning && o.Layer != nil && st.Status == specs.StateRunning {
+		if err := c.Pause(); err != nil {
+			return nil, fmt.Errorf("checkpoint %s: %w", id, err)
+		}
+		pausedHere = true
+		defer func() {
+			if pausedHere {
+				_ = c.Resume()
+			}
+		}()
+	}
+	frozen := st.Status == "paused" || pausedHere
 	if err := externalNetNS(c, m, &opts, frozen); err != nil {
 		return nil, fmt.Errorf("checkpoint %s: %w", id, err)
 	}
@@ -154,22 +172,6 @@ func (cp *Checkpointer) Checkpoint(ctx context.Context, c *container.Container, 
 	}
 	if o.Lazy != nil {
 		return cp.lazyCheckpoint(ctx, c, dir, tmp, m, opts, o)
-	}
-	// A container left running must not change its files between the dump
-	// and the rootfs diff, or a copy would run memory and files of different
-	// moments: keep it frozen across both. CRIU leaves a frozen cgroup frozen.
-	start := time.Now()
-	pausedHere := false
-	if o.LeaveRunning && o.Layer != nil && st.Status == specs.StateRunning {
-		if err := c.Pause(); err != nil {
-			return nil, fmt.Errorf("checkpoint %s: %w", id, err)
-		}
-		pausedHere = true
-		defer func() {
-			if pausedHere {
-				_ = c.Resume()
-			}
-		}()
 	}
 	if err := cp.CRIU.Dump(ctx, opts, criu.NoNotify{}); err != nil {
 		return nil, fmt.Errorf("checkpoint %s: %w", id, err)

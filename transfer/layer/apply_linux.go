@@ -59,7 +59,7 @@ func applyDiff(r io.Reader, upper string, o ApplyOptions, walkOnly bool) (int64,
 		return 0, fmt.Errorf("apply diff to %s: open: %w", upper, err)
 	}
 	defer unix.Close(root)
-	a := &applier{root: root, opts: o, buf: make([]byte, copyBufSize), noOpenat2: walkOnly}
+	a := &applier{root: root, opts: o, noOpenat2: walkOnly}
 	cr := &countingReader{r: r}
 	n, err := a.apply(cr)
 	if err != nil {
@@ -113,7 +113,7 @@ func (a *applier) apply(cr *countingReader) (int64, error) {
 		}
 		// Consume the rest of the entry's data here so that Next reads only
 		// padding and headers, which the end-marker check relies on.
-		if _, err := io.CopyBuffer(io.Discard, tr, a.buf); err != nil {
+		if _, err := io.Copy(io.Discard, tr); err != nil {
 			return cr.n, entryErr(hdr.Name, streamErr(cr, err))
 		}
 	}
@@ -386,6 +386,9 @@ func (a *applier) file(pfd int, base string, hdr *tar.Header, data io.Reader, xa
 	}
 	f := os.NewFile(uintptr(fd), base)
 	defer f.Close()
+	if a.buf == nil {
+		a.buf = make([]byte, copyBufSize) // at the first file with data: small trees need none
+	}
 	for {
 		n, rerr := data.Read(a.buf)
 		if n > 0 {
