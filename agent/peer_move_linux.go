@@ -130,10 +130,14 @@ func (s *Service) RestoreMoved(ctx context.Context, r *migratev1.RestoreMovedReq
 		c, err := s.describe(ctx, e)
 		return &migratev1.RestoreMovedResponse{Container: c}, err
 	}
+	// Removed after the reply: the restored container needs none of it (a
+	// lazy-pages daemon keeps the images it opened).
 	defer func() {
-		if err := s.incoming.Remove(r.TransferId); err != nil {
-			s.log.Warn("remove incoming transfer", "transfer", r.TransferId, "err", err)
-		}
+		go func() {
+			if err := s.incoming.Remove(r.TransferId); err != nil {
+				s.log.Warn("remove incoming transfer", "transfer", r.TransferId, "err", err)
+			}
+		}()
 	}()
 	if err := s.writeMovedIn(r.TransferId, movedIn{Container: r.ContainerId, From: r.From, State: movedInRestoring}); err != nil {
 		return nil, fmt.Errorf("restore moved %s: %w", r.ContainerId, err)

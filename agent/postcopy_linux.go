@@ -460,7 +460,7 @@ func (s *Service) restoreMovedLazy(ctx context.Context, r *migratev1.RestoreMove
 		return nil, fmt.Errorf("restore moved %s: %w", r.ContainerId, err)
 	}
 	tm.mark("launch-lazy-pages")
-	c, err := s.restore(ctx, restoreSource{dir: ckpt, lazyDir: dir}, r.ContainerId, func(p progress) {
+	c, err := s.restore(ctx, restoreSource{dir: ckpt, lazyDir: dir, verified: true}, r.ContainerId, func(p progress) {
 		// Each phase reported ends the step before it.
 		if step, ok := map[string]string{"network": "container-dir", "rootfs": "network", "restore": "rootfs", "restored": "shim-and-criu-restore"}[p.phase]; ok {
 			tm.mark(step)

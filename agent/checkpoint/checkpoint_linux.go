@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -156,19 +157,8 @@ func (cp *Checkpointer) Checkpoint(ctx context.Context, c *container.Container, 
 			}
 		}()
 	}
-	frozen := st.Status == "paused" || pausedHere
-	if err := externalNetNS(c, m, &opts, frozen); err != nil {
+	if err := leaveOut(c, tmp, m, &opts, st.Status == "paused" || pausedHere); err != nil {
 		return nil, fmt.Errorf("checkpoint %s: %w", id, err)
-	}
-	if m.Network != nil && m.Network.Loopback != nil {
-		// Nothing outside can send to it, and all that can is frozen: CRIU's
-		// lock (nftables or iptables rules, ~15 ms each way) guards nothing.
-		opts.NetworkLock = criu.NetworkLockSkip
-	}
-	if frozen {
-		if err := carryTmpfs(c.InitPid(), tmp, m, &opts); err != nil {
-			return nil, fmt.Errorf("checkpoint %s: %w", id, err)
-		}
 	}
 	if o.Lazy != nil {
 		return cp.lazyCheckpoint(ctx, c, dir, tmp, m, opts, o)
@@ -214,6 +204,43 @@ func freezerPath(c *container.Container) string {
 		return p
 	}
 	return c.Cgroup().Path("")
+}
+
+// leaveOut takes out of CRIU's hands what a restore can make anew: the
+// network namespace when given by path or, in a frozen container, holding
+// only its loopback (externalNetNS), and a frozen container's tmpfs mounts
+// (carryTmpfs). The two looks run side by side: ~10 ms each, in the
+// downtime of a move.
+func leaveOut(c *container.Container, tmp string, m *Manifest, opts *criu.DumpOptions, frozen bool) error {
+	var tmpfs []Tmpfs
+	ext := maps.Clone(opts.ExtMounts)
+	tmpfsErr := make(chan error, 1)
+	if frozen {
+		go func() {
+			var err error
+			tmpfs, err = carryTmpfs(c.InitPid(), tmp, ext)
+			tmpfsErr <- err
+		}()
+	} else {
+		tmpfsErr <- nil
+	}
+	netErr := externalNetNS(c, m, opts, frozen)
+	if err := errors.Join(netErr, <-tmpfsErr); err != nil {
+		return err
+	}
+	for _, t := range tmpfs {
+		if opts.ExtMounts == nil {
+			opts.ExtMounts = map[string]string{}
+		}
+		opts.ExtMounts[t.Mountpoint] = t.Key
+	}
+	m.Tmpfs = tmpfs
+	if m.Network != nil && m.Network.Loopback != nil {
+		// Nothing outside can send to it, and all that can is frozen: CRIU's
+		// lock (nftables or iptables rules, ~15 ms each way) guards nothing.
+		opts.NetworkLock = criu.NetworkLockSkip
+	}
+	return nil
 }
 
 // bindMounts marks every bind mount from the host as external: CRIU cannot

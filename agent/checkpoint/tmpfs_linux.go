@@ -12,7 +12,6 @@ import (
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
-	"github.com/migratehq/migrate/criu"
 	"github.com/migratehq/migrate/transfer/layer"
 )
 
@@ -24,56 +23,53 @@ const tmpfsDir = "tmpfs"
 // archives each with tar and gzip in a process of its own and extracts it
 // again at restore, ~20 ms per mount each way, 5 mounts in a default spec.
 // Here each is copied into the checkpoint in-process (a tar under tmpfsDir)
-// and declared external; the restore mounts a tmpfs with the same options,
+// and returned, for the dump to declare external (ext: the mounts it
+// declares external already); the restore mounts a tmpfs with the same options,
 // fills it and hands it to CRIU (restoreTmpfs), which binds it in place with
 // the mount's own flags. The container must be frozen: nothing may change
 // between the copy and the dump. A mount that is not plainly the container's
 // own (shared with the host or bound from it, several roots of one file
 // system, propagation to or from elsewhere) stays with CRIU.
-func carryTmpfs(pid int, tmp string, m *Manifest, opts *criu.DumpOptions) error {
+func carryTmpfs(pid int, tmp string, ext map[string]string) ([]Tmpfs, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/mountinfo", pid))
 	if err != nil {
-		return fmt.Errorf("tmpfs: %w", err)
+		return nil, fmt.Errorf("tmpfs: %w", err)
 	}
 	infos, err := mountinfo.GetMountsFromReader(f, nil)
 	f.Close()
 	if err != nil {
-		return fmt.Errorf("tmpfs: %w", err)
+		return nil, fmt.Errorf("tmpfs: %w", err)
 	}
-	mounts := carriable(infos, opts.ExtMounts)
+	mounts := carriable(infos, ext)
 	if len(mounts) == 0 {
-		return nil
+		return nil, nil
 	}
 	fds, err := cloneMounts(pid, mounts)
 	if err != nil {
-		return fmt.Errorf("tmpfs: %w", err)
+		return nil, fmt.Errorf("tmpfs: %w", err)
 	}
 	defer func() {
 		for _, fd := range fds {
 			unix.Close(fd)
 		}
 	}()
+	var out []Tmpfs
 	for i, mi := range mounts {
 		t := Tmpfs{
 			Mountpoint: mi.Mountpoint,
-			Key:        fmt.Sprintf("tmpfs%d", len(m.Tmpfs)),
-			File:       fmt.Sprintf("%s/%d.tar", tmpfsDir, len(m.Tmpfs)),
+			Key:        fmt.Sprintf("tmpfs%d", len(out)),
+			File:       fmt.Sprintf("%s/%d.tar", tmpfsDir, len(out)),
 		}
 		t.Options, t.ReadOnly = superOptions(mi.VFSOptions)
 		ok, err := copyTmpfs(fds[i], filepath.Join(tmp, filepath.FromSlash(t.File)))
 		if err != nil {
-			return fmt.Errorf("tmpfs %s: %w", mi.Mountpoint, err)
+			return nil, fmt.Errorf("tmpfs %s: %w", mi.Mountpoint, err)
 		}
-		if !ok {
-			continue // content a tar cannot carry: CRIU's
-		}
-		if opts.ExtMounts == nil {
-			opts.ExtMounts = map[string]string{}
-		}
-		opts.ExtMounts[t.Mountpoint] = t.Key
-		m.Tmpfs = append(m.Tmpfs, t)
+		if ok {
+			out = append(out, t)
+		} // else content a tar cannot carry: CRIU's
 	}
-	return nil
+	return out, nil
 }
 
 // carriable picks the tmpfs mounts carryTmpfs may take: the only mount of
