@@ -284,15 +284,24 @@ func (s *Service) prepareBase(p movePlan, work string, res *migratev1.MoveResult
 }
 
 // pauseForMove freezes the container: from here it runs nowhere until the move
-// ends. It returns the container and when it was frozen (downtime starts).
-func (s *Service) pauseForMove(p movePlan, report func(progress)) (*container.Container, time.Time, error) {
+// moveContainer is the runtime's handle of the container a move takes.
+func (s *Service) moveContainer(p movePlan) (*container.Container, error) {
 	rt, err := container.New(s.cfg.RuntimeDir())
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("move %s: %w", p.id, err)
+		return nil, fmt.Errorf("move %s: %w", p.id, err)
 	}
 	ct, err := rt.Get(p.id)
 	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("move %s: %w", p.id, err)
+		return nil, fmt.Errorf("move %s: %w", p.id, err)
+	}
+	return ct, nil
+}
+
+// ends. It returns the container and when it was frozen (downtime starts).
+func (s *Service) pauseForMove(p movePlan, report func(progress)) (*container.Container, time.Time, error) {
+	ct, err := s.moveContainer(p)
+	if err != nil {
+		return nil, time.Time{}, err
 	}
 	report(progress{phase: "pause", message: "freezing the container"})
 	if err := ct.Pause(); err != nil {

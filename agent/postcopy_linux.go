@@ -12,9 +12,12 @@ import (
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/migratehq/migrate/agent/shim"
 	migratev1 "github.com/migratehq/migrate/api/migrate/v1"
 	shimv1 "github.com/migratehq/migrate/api/shim/v1"
 	"github.com/migratehq/migrate/criu"
@@ -234,27 +237,32 @@ func (s *Service) movePostcopy(ctx context.Context, p movePlan, report func(prog
 	if err := s.prepareBase(p, work, res, report); err != nil {
 		return nil, err
 	}
-	ct, paused, err := s.pauseForMove(p, report)
+	ct, err := s.moveContainer(p)
 	if err != nil {
 		return nil, err
 	}
-	tm := newSteps()
-	tm.mark("pause")
-
 	// The dump outlives the operation's context: once the target runs the
 	// container, only the end of the page transfer may stop CRIU.
 	lctx, lcancel := context.WithCancel(s.bg)
 	defer lcancel()
+	report(progress{phase: "pause", message: "freezing the container once CRIU is started"})
 	report(progress{phase: "dump", message: "checkpointing with CRIU, memory pages left for the target to fetch"})
 	ckpt := filepath.Join(work, moveCheckpointDir)
-	lazy, err := p.shim.LazyCheckpoint(lctx, &shimv1.CheckpointRequest{Dir: ckpt, Id: moveID, LeaveRunning: true})
-	var ready *shimv1.LazyCheckpointEvent
-	if err == nil {
-		ready, err = lazy.Recv()
+	// The shim freezes the container itself once CRIU's process runs, so
+	// CRIU's start is not downtime.
+	lazy, ready, err := startLazyDump(lctx, p.shim, &shimv1.CheckpointRequest{Dir: ckpt, Id: moveID, LeaveRunning: true, Pause: true})
+	paused := time.Now()
+	if err != nil && status.Code(err) == codes.FailedPrecondition && strings.Contains(err.Error(), "needs the container paused") {
+		// A shim from before the agent's upgrade does not pause: do it here.
+		if err = ct.Pause(); err == nil {
+			paused = time.Now()
+			lazy, ready, err = startLazyDump(lctx, p.shim, &shimv1.CheckpointRequest{Dir: ckpt, Id: moveID, LeaveRunning: true})
+		}
 	}
-	if err == nil && !ready.GetReady() {
-		err = errors.New("shim: lazy checkpoint sent no ready event")
+	if ns := ready.GetPausedAtUnixNs(); ns > 0 {
+		paused = time.Unix(0, ns)
 	}
+	tm := &steps{last: paused}
 	// stopDump kills CRIU (pages not served yet are lost) and waits for it.
 	stopDump := func() {
 		lcancel()
@@ -383,6 +391,20 @@ func (s *Service) movePostcopy(ctx context.Context, p movePlan, report func(prog
 	}
 	s.events.publish(&migratev1.Event{Time: timestamppb.Now(), Type: "moved", ContainerId: p.id})
 	return res, nil
+}
+
+// startLazyDump starts the shim's lazy checkpoint and waits for its ready
+// event.
+func startLazyDump(ctx context.Context, sc *shim.Client, r *shimv1.CheckpointRequest) (grpc.ServerStreamingClient[shimv1.LazyCheckpointEvent], *shimv1.LazyCheckpointEvent, error) {
+	lazy, err := sc.LazyCheckpoint(ctx, r)
+	if err != nil {
+		return nil, nil, err
+	}
+	ready, err := lazy.Recv()
+	if err == nil && !ready.GetReady() {
+		err = errors.New("shim: lazy checkpoint sent no ready event")
+	}
+	return lazy, ready, err
 }
 
 // waitLazy waits until CRIU's page server on this node has served every page

@@ -260,23 +260,70 @@ type call struct {
 	op  string // for errors: "dump", "restore", ...
 	req *rpc.CriuReq
 	// want is the type of CRIU's final answer when it is not req's type.
-	want    rpc.CriuReqType
-	notify  Notify     // nil: no notifications requested
-	extra   []*os.File // fds 4, 5, ... in swrk
-	logFile string     // absolute path of CRIU's log, "" if none
+	want     rpc.CriuReqType
+	notify   Notify     // nil: no notifications requested
+	extra    []*os.File // fds 4, 5, ... in swrk
+	logFile  string     // absolute path of CRIU's log, "" if none
+	prepared *Prepared  // swrk to use instead of a fresh one (no extra fds)
 }
 
-// do runs a call in a fresh swrk and returns CRIU's final response.
+// Prepared is a `criu swrk` started ahead of its request, so that CRIU's
+// exec and start (~30 ms here: it links two dozen shared libraries) are paid
+// before a dump rather than inside it (DumpOptions.Prepared). Requests that
+// hand CRIU fds at its start (restores) cannot use one.
+type Prepared struct {
+	mu sync.Mutex
+	s  *swrk // nil once used or closed
+}
+
+// Prepare starts swrk for one later dump. The process lives until that dump
+// ends, ctx ends or Close.
+func (c *Client) Prepare(ctx context.Context) (*Prepared, error) {
+	s, err := c.start(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	return &Prepared{s: s}, nil
+}
+
+// take hands the process to one call.
+func (p *Prepared) take() *swrk {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.s
+	p.s = nil
+	return s
+}
+
+// Close stops the process if no call took it.
+func (p *Prepared) Close() {
+	if s := p.take(); s != nil {
+		s.close()
+	}
+}
+
+// do runs a call in a fresh swrk, or the prepared one, and returns CRIU's
+// final response.
 func (c *Client) do(ctx context.Context, cl call) (*rpc.CriuResp, error) {
 	if cl.notify != nil && cl.req.Opts != nil {
 		cl.req.Opts.NotifyScripts = ptr(true)
 	}
-	s, err := c.start(ctx, cl.extra)
-	if err != nil {
-		if errors.Is(err, ErrNotFound) {
-			return nil, err
+	var s *swrk
+	if cl.prepared != nil {
+		if s = cl.prepared.take(); s != nil {
+			// The call's context may end it too.
+			stop := context.AfterFunc(ctx, s.kill)
+			defer stop()
 		}
-		return nil, &Error{Op: cl.op, Err: err}
+	}
+	if s == nil {
+		var err error
+		if s, err = c.start(ctx, cl.extra); err != nil {
+			if errors.Is(err, ErrNotFound) {
+				return nil, err
+			}
+			return nil, &Error{Op: cl.op, Err: err}
+		}
 	}
 	defer s.close()
 

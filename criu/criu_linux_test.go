@@ -592,3 +592,41 @@ type refuseNotify struct {
 }
 
 func (r refuseNotify) PreDump() error { return r.err }
+
+// TestPreparedDump dumps through a swrk started ahead of the request, and
+// checks that an unused prepared swrk is stopped by Close and a used one is
+// not reused.
+func TestPreparedDump(t *testing.T) {
+	needRoot(t)
+	t.Parallel()
+	ctx := testCtx(t)
+	c := &Client{}
+
+	unused, err := c.Prepare(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := unused.s.cmd.Process.Pid
+	unused.Close()
+	if err := syscall.Kill(pid, 0); err == nil {
+		t.Errorf("unused prepared swrk %d still runs after Close", pid)
+	}
+
+	w := startCounter(t)
+	p, err := c.Prepare(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	images := t.TempDir()
+	if err := c.Dump(ctx, DumpOptions{Prepared: p, ImagesDir: images, Pid: w.cmd.Process.Pid}, nil); err != nil {
+		t.Fatalf("dump in a prepared swrk: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(images, "inventory.img")); err != nil {
+		t.Fatalf("no inventory image: %v", err)
+	}
+	if p.take() != nil {
+		t.Error("the prepared swrk is still there after the dump used it")
+	}
+	_ = w.cmd.Wait()
+}

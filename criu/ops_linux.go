@@ -118,10 +118,11 @@ func (c *Client) dump(ctx context.Context, o DumpOptions, n Notify, typ rpc.Criu
 		opts.ConfigFile = ptr(conf)
 	}
 	_, err = c.do(ctx, call{
-		op:      op,
-		req:     &rpc.CriuReq{Type: typ.Enum(), Opts: opts},
-		notify:  n,
-		logFile: logPath(o.ImagesDir, o.WorkDir, opts.GetLogFile()),
+		op:       op,
+		req:      &rpc.CriuReq{Type: typ.Enum(), Opts: opts},
+		notify:   n,
+		logFile:  logPath(o.ImagesDir, o.WorkDir, opts.GetLogFile()),
+		prepared: o.Prepared,
 	})
 	return err
 }

@@ -62,6 +62,8 @@ type PageServer struct {
 
 // DumpOptions configure Dump and PreDump. ImagesDir and Pid are required.
 type DumpOptions struct {
+	// Prepared, when set, is the swrk the dump runs in (Client.Prepare).
+	Prepared  *Prepared
 	ImagesDir string // where CRIU writes the images; must exist
 	WorkDir   string // where CRIU writes its log; ImagesDir if empty
 	// ParentImg is the previous pre-dump's images directory, relative to

@@ -15,7 +15,8 @@ import (
 	"github.com/migratehq/migrate/runtime/container"
 )
 
-// LazyCheckpoint dumps the paused container for a postcopy move (shim.proto).
+// LazyCheckpoint dumps the paused container, or freezes it itself with
+// r.Pause, for a postcopy move (shim.proto).
 // The dump is always leave-running: CRIU leaves the frozen cgroup frozen, so
 // the tasks stay paused here whatever happens, and only the agent decides
 // whether they are deleted (the target runs them) or resumed (it does not).
@@ -42,16 +43,22 @@ func (s *server) LazyCheckpoint(r *shimv1.CheckpointRequest, stream grpc.ServerS
 	s.ckpt = run
 	s.mu.Unlock()
 	cp := s.o.checkpointer(s.rt)
+	lazy := &checkpoint.Lazy{Port: port, Pause: r.Pause}
+	lazy.Ready = func(m *checkpoint.Manifest) error {
+		var size int64
+		for _, f := range m.Files {
+			size += f.Size
+		}
+		ev := &shimv1.LazyCheckpointEvent{Ready: true, Port: int32(port), DowntimeNs: int64(m.Downtime), Bytes: size}
+		if !lazy.Paused.IsZero() {
+			ev.PausedAtUnixNs = lazy.Paused.UnixNano()
+		}
+		return stream.Send(ev)
+	}
 	opts := checkpoint.Options{
 		ID: r.Id, LeaveRunning: true,
 		Files: func(copy func(dst, src string) error) error { return s.copyLogs(copy, false) },
-		Lazy: &checkpoint.Lazy{Port: port, Ready: func(m *checkpoint.Manifest) error {
-			var size int64
-			for _, f := range m.Files {
-				size += f.Size
-			}
-			return stream.Send(&shimv1.LazyCheckpointEvent{Ready: true, Port: int32(port), DowntimeNs: int64(m.Downtime), Bytes: size})
-		}},
+		Lazy:  lazy,
 	}
 	if l, err := layers.Load(s.o.Dir); err == nil {
 		opts.Layer = &checkpoint.Layer{BaseDigest: l.BaseDigest, WriteDiff: l.WriteDiff}

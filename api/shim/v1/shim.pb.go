@@ -25,12 +25,14 @@ const (
 type LazyCheckpointEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Set on the first event: the checkpoint is complete and the page server listens.
-	Ready         bool  `protobuf:"varint,1,opt,name=ready,proto3" json:"ready,omitempty"`
-	Port          int32 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
-	DowntimeNs    int64 `protobuf:"varint,3,opt,name=downtime_ns,json=downtimeNs,proto3" json:"downtime_ns,omitempty"`
-	Bytes         int64 `protobuf:"varint,4,opt,name=bytes,proto3" json:"bytes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Ready      bool  `protobuf:"varint,1,opt,name=ready,proto3" json:"ready,omitempty"`
+	Port       int32 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
+	DowntimeNs int64 `protobuf:"varint,3,opt,name=downtime_ns,json=downtimeNs,proto3" json:"downtime_ns,omitempty"`
+	Bytes      int64 `protobuf:"varint,4,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// With CheckpointRequest.pause: when the shim froze the container.
+	PausedAtUnixNs int64 `protobuf:"varint,5,opt,name=paused_at_unix_ns,json=pausedAtUnixNs,proto3" json:"paused_at_unix_ns,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *LazyCheckpointEvent) Reset() {
@@ -87,6 +89,13 @@ func (x *LazyCheckpointEvent) GetDowntimeNs() int64 {
 func (x *LazyCheckpointEvent) GetBytes() int64 {
 	if x != nil {
 		return x.Bytes
+	}
+	return 0
+}
+
+func (x *LazyCheckpointEvent) GetPausedAtUnixNs() int64 {
+	if x != nil {
+		return x.PausedAtUnixNs
 	}
 	return 0
 }
@@ -724,8 +733,12 @@ type CheckpointRequest struct {
 	// Absolute path of the checkpoint directory to create.
 	Dir string `protobuf:"bytes,1,opt,name=dir,proto3" json:"dir,omitempty"`
 	// Checkpoint id recorded in its manifest.
-	Id            string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
-	LeaveRunning  bool   `protobuf:"varint,3,opt,name=leave_running,json=leaveRunning,proto3" json:"leave_running,omitempty"`
+	Id           string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	LeaveRunning bool   `protobuf:"varint,3,opt,name=leave_running,json=leaveRunning,proto3" json:"leave_running,omitempty"`
+	// LazyCheckpoint only: the container runs, and the shim freezes it once
+	// CRIU is started (CRIU's start is then not downtime); the ready event says
+	// when. Without it the container must be paused already.
+	Pause         bool `protobuf:"varint,4,opt,name=pause,proto3" json:"pause,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -777,6 +790,13 @@ func (x *CheckpointRequest) GetId() string {
 func (x *CheckpointRequest) GetLeaveRunning() bool {
 	if x != nil {
 		return x.LeaveRunning
+	}
+	return false
+}
+
+func (x *CheckpointRequest) GetPause() bool {
+	if x != nil {
+		return x.Pause
 	}
 	return false
 }
@@ -839,13 +859,14 @@ var File_shim_v1_shim_proto protoreflect.FileDescriptor
 
 const file_shim_v1_shim_proto_rawDesc = "" +
 	"\n" +
-	"\x12shim/v1/shim.proto\x12\x0fmigrate.shim.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"v\n" +
+	"\x12shim/v1/shim.proto\x12\x0fmigrate.shim.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa1\x01\n" +
 	"\x13LazyCheckpointEvent\x12\x14\n" +
 	"\x05ready\x18\x01 \x01(\bR\x05ready\x12\x12\n" +
 	"\x04port\x18\x02 \x01(\x05R\x04port\x12\x1f\n" +
 	"\vdowntime_ns\x18\x03 \x01(\x03R\n" +
 	"downtimeNs\x12\x14\n" +
-	"\x05bytes\x18\x04 \x01(\x03R\x05bytes\"\x0e\n" +
+	"\x05bytes\x18\x04 \x01(\x03R\x05bytes\x12)\n" +
+	"\x11paused_at_unix_ns\x18\x05 \x01(\x03R\x0epausedAtUnixNs\"\x0e\n" +
 	"\fStateRequest\"\xc5\x02\n" +
 	"\rStateResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
@@ -886,11 +907,12 @@ const file_shim_v1_shim_proto_rawDesc = "" +
 	"\texit_code\x18\x04 \x01(\x05R\bexitCode\"%\n" +
 	"\rDeleteRequest\x12\x14\n" +
 	"\x05force\x18\x01 \x01(\bR\x05force\"\x10\n" +
-	"\x0eDeleteResponse\"Z\n" +
+	"\x0eDeleteResponse\"p\n" +
 	"\x11CheckpointRequest\x12\x10\n" +
 	"\x03dir\x18\x01 \x01(\tR\x03dir\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12#\n" +
-	"\rleave_running\x18\x03 \x01(\bR\fleaveRunning\"K\n" +
+	"\rleave_running\x18\x03 \x01(\bR\fleaveRunning\x12\x14\n" +
+	"\x05pause\x18\x04 \x01(\bR\x05pause\"K\n" +
 	"\x12CheckpointResponse\x12\x1f\n" +
 	"\vdowntime_ns\x18\x01 \x01(\x03R\n" +
 	"downtimeNs\x12\x14\n" +
