@@ -458,12 +458,14 @@ func (r *Receiver) receiveChunks(st sendStream, t *inbound) (err error) {
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
-			buf := make([]byte, 0, t.h.GetChunkSize())
+			// Grown to the largest chunk decoded: a small transfer does not
+			// clear a chunk-sized buffer per worker.
+			var buf []byte
 			for c := range jobs {
 				if ctx.Err() != nil {
 					continue // drain
 				}
-				n, err := t.writeChunk(dec, c, buf)
+				n, err := t.writeChunk(dec, c, &buf)
 				if err != nil {
 					cancel(err)
 					continue
@@ -539,7 +541,7 @@ func (t *inbound) checkChunk(c *transferv1.Chunk, claimed *chunkSet) error {
 
 // writeChunk decodes and verifies c, then writes it at its offset. Nothing is
 // written for a chunk that fails verification.
-func (t *inbound) writeChunk(dec *zstd.Decoder, c *transferv1.Chunk, buf []byte) (int, error) {
+func (t *inbound) writeChunk(dec *zstd.Decoder, c *transferv1.Chunk, buf *[]byte) (int, error) {
 	f := t.h.GetFiles()[c.GetFile()]
 	bad := func(err error) error { return &ChunkError{File: f.GetName(), Offset: c.GetOffset(), Err: err} }
 	var raw []byte
@@ -548,9 +550,12 @@ func (t *inbound) writeChunk(dec *zstd.Decoder, c *transferv1.Chunk, buf []byte)
 		raw = c.GetData()
 	case transferv1.Encoding_ENCODING_ZSTD:
 		var err error
-		raw, err = dec.DecodeAll(c.GetData(), buf[:0])
+		raw, err = dec.DecodeAll(c.GetData(), (*buf)[:0])
 		if err != nil {
 			return 0, bad(fmt.Errorf("%w: decompress: %v", ErrChunkChecksum, err))
+		}
+		if cap(raw) > cap(*buf) {
+			*buf = raw[:0]
 		}
 	default:
 		return 0, bad(fmt.Errorf("%w: encoding %v", ErrProtocol, c.GetEncoding()))

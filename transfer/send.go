@@ -299,9 +299,19 @@ func sendChunks(ctx context.Context, stream transferv1.Transfer_SendClient, h *t
 				if held.has(uint32(f), i) {
 					continue
 				}
-				buf := pool.Get().(*[]byte)
 				off := i * int64(cs)
-				raw := (*buf)[:chunkLen(fh.GetSize(), cs, i)]
+				n := chunkLen(fh.GetSize(), cs, i)
+				// A short chunk (a small file, a file's tail) gets a buffer of
+				// its size: clearing a pooled chunk-sized one costs more than
+				// sending the few bytes.
+				var buf *[]byte
+				if n < int(cs)/2 {
+					b := make([]byte, n)
+					buf = &b
+				} else {
+					buf = pool.Get().(*[]byte)
+				}
+				raw := (*buf)[:n]
 				if _, err := files[f].ReadAt(raw, off); err != nil {
 					cancel(fmt.Errorf("read %q at offset %d: %w", fh.GetName(), off, err))
 					return
@@ -322,7 +332,7 @@ func sendChunks(ctx context.Context, stream transferv1.Transfer_SendClient, h *t
 					continue // drain
 				}
 				c := encodeChunk(enc, j, h, o)
-				if c.GetEncoding() == transferv1.Encoding_ENCODING_ZSTD {
+				if c.GetEncoding() == transferv1.Encoding_ENCODING_ZSTD && cap(*j.buf) == int(h.GetChunkSize()) {
 					pool.Put(j.buf) // raw chunks keep their buffer: gRPC owns it now
 				}
 				select {
