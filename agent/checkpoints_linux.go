@@ -216,6 +216,8 @@ type restoreSource struct {
 	// verified: the caller checked every file of dir against the manifest, so
 	// neither the diff nor the shim hashes them again.
 	verified bool
+	// consume: dir is removed after the restore (a move's incoming copy).
+	consume bool
 }
 
 func (s *Service) resolveCheckpoint(ref string) (restoreSource, error) {
@@ -392,7 +394,7 @@ func (s *Service) restore(ctx context.Context, src restoreSource, id string, rep
 	cmd, err := s.shims.spawn(shim.SpawnOptions{Exe: s.exe, Timeout: 5 * time.Minute, Options: shim.Options{
 		ID: id, Bundle: m.Runtime.Bundle, Dir: e.dir, RuntimeRoot: s.cfg.RuntimeDir(), Rootfs: rootfs,
 		LogMaxBytes: s.cfg.Logs.MaxFileBytes, LogMaxFiles: s.cfg.Logs.MaxFiles,
-		Restore: dir, Verified: src.verified, NetworkLock: s.node.networkLock(ctx), CRIUVersion: s.node.criuVersion(ctx), CRIUPath: s.cfg.CRIU,
+		Restore: dir, Verified: src.verified, Consume: src.consume, NetworkLock: s.node.networkLock(ctx), CRIUVersion: s.node.criuVersion(ctx), CRIUPath: s.cfg.CRIU,
 		NetNS: ep.Path(), LazyPagesDir: src.lazyDir,
 	}})
 	if err != nil {

@@ -146,6 +146,11 @@ func (a *peerAPI) RestoreMoved(ctx context.Context, r *migratev1.RestoreMovedReq
 	return res, toStatus(err)
 }
 
+func (a *peerAPI) AdoptLogs(ctx context.Context, r *migratev1.AdoptLogsRequest) (*migratev1.AdoptLogsResponse, error) {
+	res, err := a.s.AdoptLogs(ctx, r)
+	return res, toStatus(err)
+}
+
 func (a *peerAPI) AbortMove(ctx context.Context, r *migratev1.AbortMoveRequest) (*migratev1.AbortMoveResponse, error) {
 	res, err := a.s.AbortMove(ctx, r)
 	return res, toStatus(err)

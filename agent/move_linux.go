@@ -20,6 +20,7 @@ import (
 
 	"github.com/migratehq/migrate/agent/checkpoint"
 	"github.com/migratehq/migrate/agent/layers"
+	"github.com/migratehq/migrate/agent/logs"
 	"github.com/migratehq/migrate/agent/ops"
 	"github.com/migratehq/migrate/agent/shim"
 	migratev1 "github.com/migratehq/migrate/api/migrate/v1"
@@ -94,7 +95,8 @@ func (s *Service) Move(ctx context.Context, r *migratev1.MoveRequest, send func(
 	if !s.moves.reserveOutgoing(r.Id) {
 		return fmt.Errorf("move %s: %w: a move of it is running", r.Id, ErrInvalidState)
 	}
-	plan := movePlan{id: r.Id, to: r.To, mode: choice.mode, reason: choice.reason, digest: digest, sendBase: digest != "" && !prep.HasBase, shim: c}
+	plan := movePlan{id: r.Id, to: r.To, mode: choice.mode, reason: choice.reason, digest: digest, sendBase: digest != "" && !prep.HasBase,
+		logsAfter: prep.GetFeatures().GetLogsAfterRestore(), shim: c}
 	op := s.ops.Start(s.bg, "move", r.Id, func(ctx context.Context, report func(ops.Progress)) (any, error) {
 		defer s.moves.releaseOutgoing(r.Id)
 		defer s.rec.Begin(metrics.OpMove)()
@@ -152,7 +154,10 @@ type movePlan struct {
 	reason       string // why this mode (pickMode)
 	digest       string // rootfs base; "" for a container without a layered root
 	sendBase     bool   // the target lacks the base
-	shim         *shim.Client
+	// logsAfter: the target takes the container's log after the restore
+	// (AdoptLogs), so the checkpoint leaves it out of the downtime.
+	logsAfter bool
+	shim      *shim.Client
 }
 
 // move is the body of a cold move (docs/move.md):
@@ -206,7 +211,7 @@ func (s *Service) move(ctx context.Context, p movePlan, report func(progress)) (
 	report(progress{phase: "dump", message: "checkpointing with CRIU (the container stays frozen)"})
 	t0 := time.Now()
 	ckpt := filepath.Join(work, moveCheckpointDir)
-	if _, err := p.shim.Checkpoint(ctx, &shimv1.CheckpointRequest{Dir: ckpt, Id: moveID, LeaveRunning: true}); err != nil {
+	if _, err := p.shim.Checkpoint(ctx, &shimv1.CheckpointRequest{Dir: ckpt, Id: moveID, LeaveRunning: true, NoLogs: p.logsAfter}); err != nil {
 		return nil, resume(shimErr("move", p.id, err))
 	}
 	res.Dump = durationpb.New(time.Since(t0))
@@ -245,6 +250,7 @@ func (s *Service) move(ctx context.Context, p movePlan, report func(progress)) (
 	res.Downtime = durationpb.New(time.Since(paused))
 	res.Container = rr.Container
 	report(progress{phase: "moved", message: fmt.Sprintf("running on %s after %s of downtime", p.to, res.Downtime.AsDuration().Round(time.Millisecond))})
+	s.sendLogs(ctx, p, moveID, report)
 
 	report(progress{phase: "cleanup", message: "removing the source container"})
 	if _, err := s.Delete(s.bg, &migratev1.DeleteRequest{Id: p.id, Force: true}); err != nil {
@@ -254,6 +260,46 @@ func (s *Service) move(ctx context.Context, p movePlan, report func(progress)) (
 	}
 	s.events.publish(&migratev1.Event{Time: timestamppb.Now(), Type: "moved", ContainerId: p.id})
 	return res, nil
+}
+
+// sendLogs sends the container's log of before the move to the target, which
+// makes it the start of the restored container's log (AdoptLogs). It runs
+// once the container runs there, so a large log costs no downtime. A failure
+// loses that history, not the container: it is reported, not returned.
+func (s *Service) sendLogs(ctx context.Context, p movePlan, moveID string, report func(progress)) {
+	if !p.logsAfter {
+		return // the checkpoint carried it
+	}
+	dir := filepath.Join(s.cfg.ContainersDir(), p.id)
+	names := logs.Files(dir)
+	if len(names) == 0 {
+		return
+	}
+	err := func() error {
+		conn, err := s.peers.conn(p.to)
+		if err != nil {
+			return err
+		}
+		pc, err := s.peers.client(p.to)
+		if err != nil {
+			return err
+		}
+		st, err := transfer.Send(ctx, conn, logsTransfer(moveID), dir, names, transfer.SendOptions{})
+		if err != nil {
+			return peerErr(err)
+		}
+		actx, cancel := context.WithTimeout(ctx, moveRestoreTimeout)
+		defer cancel()
+		if _, err := pc.AdoptLogs(actx, &migratev1.AdoptLogsRequest{TransferId: moveID, ContainerId: p.id}); err != nil {
+			return peerErr(err)
+		}
+		report(progress{phase: "logs", message: fmt.Sprintf("the log of before the move went to %s (%d files, %d bytes)", p.to, len(names), st.RawBytes+st.Resumed)})
+		return nil
+	}()
+	if err != nil {
+		s.log.Warn("move: the log of before the move did not reach the target", "id", p.id, "to", p.to, "err", err)
+		report(progress{phase: "logs", message: fmt.Sprintf("the log of before the move did not reach %s (%s): it is lost with the source container", p.to, cleanMessage(err))})
+	}
 }
 
 // newMove names a move and makes its work directory under moves/.

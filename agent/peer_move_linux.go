@@ -18,6 +18,7 @@ import (
 
 	"github.com/migratehq/migrate/agent/checkpoint"
 	migratev1 "github.com/migratehq/migrate/api/migrate/v1"
+	shimv1 "github.com/migratehq/migrate/api/shim/v1"
 	"github.com/migratehq/migrate/runtime/cgroups"
 	"github.com/migratehq/migrate/runtime/container"
 	"github.com/migratehq/migrate/transfer"
@@ -199,7 +200,7 @@ func (s *Service) restoreMoved(ctx context.Context, r *migratev1.RestoreMovedReq
 	if r.LazyPages {
 		return s.restoreMovedLazy(ctx, r, ckpt, tm)
 	}
-	return s.restore(ctx, restoreSource{dir: ckpt, verified: true}, r.ContainerId, func(p progress) {
+	return s.restore(ctx, restoreSource{dir: ckpt, verified: true, consume: true}, r.ContainerId, func(p progress) {
 		s.log.Debug("restore moved", "id", r.ContainerId, "phase", p.phase, "message", p.message)
 	})
 }
@@ -433,4 +434,45 @@ func syncFS(dir string) error {
 	}
 	defer unix.Close(fd)
 	return unix.Syncfs(fd)
+}
+
+// logsTransfer is the transfer a move's log files come in, after the restore.
+func logsTransfer(moveID string) string { return moveID + ".logs" }
+
+// AdoptLogs gives the container a move restored here its log of before the
+// move (docs/move.md), then removes the transfer that brought it.
+func (s *Service) AdoptLogs(ctx context.Context, r *migratev1.AdoptLogsRequest) (*migratev1.AdoptLogsResponse, error) {
+	id := logsTransfer(r.TransferId)
+	if err := transfer.ValidateID(id); err != nil {
+		return nil, fmt.Errorf("adopt logs: %w: %w", ErrInvalid, err)
+	}
+	defer func() {
+		if err := s.incoming.Remove(id); err != nil {
+			s.log.Warn("remove incoming transfer", "transfer", id, "err", err)
+		}
+	}()
+	in := s.moves.in(r.TransferId)
+	in.mu.Lock()
+	restored := in.restored
+	in.mu.Unlock()
+	if restored == "" || restored != r.ContainerId {
+		return nil, fmt.Errorf("adopt logs of %s: %w: move %s restored no such container here", r.ContainerId, ErrInvalidState, r.TransferId)
+	}
+	if done, err := s.incoming.Complete(id); err != nil || !done {
+		return nil, fmt.Errorf("adopt logs of %s: %w: transfer %s is not complete (%v)", r.ContainerId, ErrInvalidState, id, err)
+	}
+	e, err := s.lookup(r.ContainerId)
+	if err != nil {
+		return nil, fmt.Errorf("adopt logs: %w", err)
+	}
+	client, err := e.shimClient(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("adopt logs of %s: %w: %w", r.ContainerId, ErrUnavailable, err)
+	}
+	_, err = client.AdoptLogs(ctx, &shimv1.AdoptLogsRequest{Dir: s.incoming.Dir(id)})
+	e.dropClient(client, err)
+	if err != nil {
+		return nil, shimErr("adopt logs of", r.ContainerId, err)
+	}
+	return &migratev1.AdoptLogsResponse{}, nil
 }

@@ -93,7 +93,7 @@ func metricsMode(mode string) string {
 // moveFeatures is what this node offers for moves, from its CRIU probe.
 func (s *Service) moveFeatures(ctx context.Context) *migratev1.MoveFeatures {
 	info := s.node.get(ctx).GetCriu()
-	f := &migratev1.MoveFeatures{LazyPages: info.GetFeatures()["lazy_pages"], MemTrack: info.GetFeatures()["mem_track"]}
+	f := &migratev1.MoveFeatures{LazyPages: info.GetFeatures()["lazy_pages"], MemTrack: info.GetFeatures()["mem_track"], LogsAfterRestore: true}
 	if info.GetVersion() == "" {
 		f.LazyPages, f.MemTrack = false, false
 		f.Missing = append(f.Missing, "CRIU does not work: "+info.GetError())
@@ -250,13 +250,13 @@ func (s *Service) movePostcopy(ctx context.Context, p movePlan, report func(prog
 	ckpt := filepath.Join(work, moveCheckpointDir)
 	// The shim freezes the container itself once CRIU's process runs, so
 	// CRIU's start is not downtime.
-	lazy, ready, err := startLazyDump(lctx, p.shim, &shimv1.CheckpointRequest{Dir: ckpt, Id: moveID, LeaveRunning: true, Pause: true})
+	lazy, ready, err := startLazyDump(lctx, p.shim, &shimv1.CheckpointRequest{Dir: ckpt, Id: moveID, LeaveRunning: true, Pause: true, NoLogs: p.logsAfter})
 	paused := time.Now()
 	if err != nil && status.Code(err) == codes.FailedPrecondition && strings.Contains(err.Error(), "needs the container paused") {
 		// A shim from before the agent's upgrade does not pause: do it here.
 		if err = ct.Pause(); err == nil {
 			paused = time.Now()
-			lazy, ready, err = startLazyDump(lctx, p.shim, &shimv1.CheckpointRequest{Dir: ckpt, Id: moveID, LeaveRunning: true})
+			lazy, ready, err = startLazyDump(lctx, p.shim, &shimv1.CheckpointRequest{Dir: ckpt, Id: moveID, LeaveRunning: true, NoLogs: p.logsAfter})
 		}
 	}
 	if ns := ready.GetPausedAtUnixNs(); ns > 0 {
@@ -362,6 +362,7 @@ func (s *Service) movePostcopy(ctx context.Context, p movePlan, report func(prog
 	s.log.Info("postcopy move: downtime steps on the source", append([]any{"id", p.id, "to", p.to, "downtime", res.Downtime.AsDuration().Round(time.Millisecond).String()}, tm.attrs...)...)
 	res.Container = rr.Container
 	report(progress{phase: "moved", message: fmt.Sprintf("running on %s after %s of downtime; its memory follows", p.to, res.Downtime.AsDuration().Round(time.Millisecond))})
+	s.sendLogs(ctx, p, moveID, report)
 
 	t0 = time.Now()
 	lerr := s.waitLazy(lazy, tun, report)
@@ -482,7 +483,7 @@ func (s *Service) restoreMovedLazy(ctx context.Context, r *migratev1.RestoreMove
 		return nil, fmt.Errorf("restore moved %s: %w", r.ContainerId, err)
 	}
 	tm.mark("launch-lazy-pages")
-	c, err := s.restore(ctx, restoreSource{dir: ckpt, lazyDir: dir, verified: true}, r.ContainerId, func(p progress) {
+	c, err := s.restore(ctx, restoreSource{dir: ckpt, lazyDir: dir, verified: true, consume: true}, r.ContainerId, func(p progress) {
 		// Each phase reported ends the step before it.
 		if step, ok := map[string]string{"network": "container-dir", "rootfs": "network", "restore": "rootfs", "restored": "shim-and-criu-restore"}[p.phase]; ok {
 			tm.mark(step)

@@ -375,7 +375,12 @@ type containersCollector struct{ p *Prom }
 func (c containersCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.p.containerDesc }
 
 func (c containersCollector) Collect(ch chan<- prometheus.Metric) {
+	// Every known status, 0 included: a series that vanishes when its last
+	// container moves away reads as "no data" (and goes stale), not 0.
 	counts := map[string]int{}
+	for s := range containerStatuses {
+		counts[s] = 0
+	}
 	for s, n := range c.p.containers() {
 		counts[NormalizeStatus(s)] += n
 	}

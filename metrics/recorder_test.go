@@ -348,8 +348,12 @@ func TestContainersAskedAtScrape(t *testing.T) {
 			t.Errorf("%s = %v, want %v", status, v, want)
 		}
 	}
-	if n := len(mfs["migrate_containers"].GetMetric()); n != 3 {
-		t.Errorf("%d container series, want 3", n)
+	// Every known status is there, at 0 when no container has it, plus other.
+	if n, want := len(mfs["migrate_containers"].GetMetric()), len(containerStatuses)+1; n != want {
+		t.Errorf("%d container series, want %d", n, want)
+	}
+	if v := find(t, mfs, "migrate_containers", map[string]string{"status": "stopped"}).GetGauge().GetValue(); v != 0 {
+		t.Errorf("stopped = %v, want 0", v)
 	}
 }
 

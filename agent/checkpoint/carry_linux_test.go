@@ -41,6 +41,34 @@ func devListing(t *testing.T, c *container.Container) string {
 	return execIn(t, c, "sh", "-c", "stat -c '%n %a %u:%g %F %t:%T %N' /dev/* /dev/shm/*; cat /dev/shm/note")
 }
 
+// pausedRoundTrip pauses c, checkpoints it (it stops), checks the manifest
+// with check, deletes it and restores it under the same id; it returns the
+// restored container once it counts on.
+func pausedRoundTrip(t *testing.T, cp *Checkpointer, c *container.Container, io *stdio, dir string, check func(*Manifest)) *container.Container {
+	t.Helper()
+	if err := c.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	ckpt := filepath.Join(dir, "ck")
+	m, err := cp.Checkpoint(context.Background(), c, ckpt, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(m)
+	c.Wait()
+	if err := c.Delete(false); err != nil {
+		t.Fatal(err)
+	}
+	io2 := newStdio(t)
+	r, err := cp.Restore(context.Background(), ckpt, c.ID(), RestoreOptions{Stdio: io2.files})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Delete(true) })
+	io2.out.waitNumber(t, io.out.last()+1)
+	return r
+}
+
 // TestPausedDumpCarriesNetNSAndTmpfs checkpoints a paused container whose
 // network namespace holds only its loopback: the namespace stays out of
 // CRIU's images and the restore makes a fresh one, and its tmpfs mounts go
@@ -52,37 +80,20 @@ func TestPausedDumpCarriesNetNSAndTmpfs(t *testing.T) {
 	io.out.waitNumber(t, 2)
 	execIn(t, c, "sh", "-c", "echo kept > /dev/shm/note && mkdir /dev/shm/d && ln -s note /dev/shm/link")
 	mounts, dev := mountTable(t, c), devListing(t, c)
-	if err := c.Pause(); err != nil {
-		t.Fatal(err)
-	}
-	ckpt := filepath.Join(dir, "ck")
-	m, err := cp.Checkpoint(context.Background(), c, ckpt, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m.Network == nil || m.Network.Loopback == nil || !m.Network.Loopback.Up || m.NetworkInImages != "" {
-		t.Fatalf("manifest network %+v, in images %q: want a fresh loopback namespace (up)", m.Network, m.NetworkInImages)
-	}
-	carried := map[string]bool{}
-	for _, tf := range m.Tmpfs {
-		carried[tf.Mountpoint] = true
-	}
-	for _, mp := range []string{"/dev", "/dev/shm"} {
-		if !carried[mp] {
-			t.Errorf("tmpfs %s not carried: %+v", mp, m.Tmpfs)
+	r := pausedRoundTrip(t, cp, c, io, dir, func(m *Manifest) {
+		if m.Network == nil || m.Network.Loopback == nil || !m.Network.Loopback.Up || m.NetworkInImages != "" {
+			t.Fatalf("manifest network %+v, in images %q: want a fresh loopback namespace (up)", m.Network, m.NetworkInImages)
 		}
-	}
-	c.Wait()
-	if err := c.Delete(false); err != nil {
-		t.Fatal(err)
-	}
-	io2 := newStdio(t)
-	r, err := cp.Restore(context.Background(), ckpt, "carry", RestoreOptions{Stdio: io2.files})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = r.Delete(true) })
-	io2.out.waitNumber(t, io.out.last()+1)
+		carried := map[string]bool{}
+		for _, tf := range m.Tmpfs {
+			carried[tf.Mountpoint] = true
+		}
+		for _, mp := range []string{"/dev", "/dev/shm"} {
+			if !carried[mp] {
+				t.Errorf("tmpfs %s not carried: %+v", mp, m.Tmpfs)
+			}
+		}
+	})
 	if got := mountTable(t, r); got != mounts {
 		t.Errorf("mount table after restore:\n%s\nwant:\n%s", got, mounts)
 	}
@@ -105,28 +116,11 @@ func TestChangedNetNSStaysInImages(t *testing.T) {
 	if out, err := exec.Command("nsenter", ns, "sysctl", "-w", "net.ipv4.conf.lo.accept_local=1").CombinedOutput(); err != nil {
 		t.Fatalf("nsenter sysctl: %v: %s", err, out)
 	}
-	if err := c.Pause(); err != nil {
-		t.Fatal(err)
-	}
-	ckpt := filepath.Join(dir, "ck")
-	m, err := cp.Checkpoint(context.Background(), c, ckpt, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m.Network != nil || !regexp.MustCompile(`accept_local`).MatchString(m.NetworkInImages) {
-		t.Fatalf("manifest network %+v, in images %q: want the namespace in the images, the sysctl named", m.Network, m.NetworkInImages)
-	}
-	c.Wait()
-	if err := c.Delete(false); err != nil {
-		t.Fatal(err)
-	}
-	io2 := newStdio(t)
-	r, err := cp.Restore(context.Background(), ckpt, "netchanged", RestoreOptions{Stdio: io2.files})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = r.Delete(true) })
-	io2.out.waitNumber(t, io.out.last()+1)
+	r := pausedRoundTrip(t, cp, c, io, dir, func(m *Manifest) {
+		if m.Network != nil || !regexp.MustCompile(`accept_local`).MatchString(m.NetworkInImages) {
+			t.Fatalf("manifest network %+v, in images %q: want the namespace in the images, the sysctl named", m.Network, m.NetworkInImages)
+		}
+	})
 	if got := strings.TrimSpace(execIn(t, r, "cat", "/proc/sys/net/ipv4/conf/lo/accept_local")); got != "1" {
 		t.Errorf("accept_local after restore = %q, want 1", got)
 	}

@@ -174,3 +174,84 @@ func TestParseEntryMalformed(t *testing.T) {
 		}
 	}
 }
+
+// TestAdopt gives a writer the log of before a move: read back, the old
+// lines come first, then the writer's own, in as many files as before; with
+// too few files allowed the oldest go.
+func TestAdopt(t *testing.T) {
+	lines := func(t *testing.T, dir string) []string {
+		var out []string
+		for _, e := range readAll(t, dir, ReadOptions{}) {
+			out = append(out, string(e.Line))
+		}
+		return out
+	}
+	before := t.TempDir()
+	old, err := NewWriter(before, 2*maxLine, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := strings.Repeat("a", maxLine/2)
+	for i := 0; len(Files(before)) < 3; i++ {
+		if err := old.Write(Stdout, []byte(fmt.Sprintf("old%d %s\n", i, line))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old.Close(false)
+	// The old lines by file, oldest file first.
+	var byFile [][]string
+	for _, f := range Files(before) {
+		one := t.TempDir()
+		b, _ := os.ReadFile(filepath.Join(before, f))
+		if err := os.WriteFile(filepath.Join(one, FileName), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		byFile = append(byFile, lines(t, one))
+	}
+
+	for _, maxFiles := range []int{5, 3, 2, 1} {
+		t.Run(fmt.Sprint(maxFiles), func(t *testing.T) {
+			src := t.TempDir()
+			for _, f := range Files(before) {
+				b, _ := os.ReadFile(filepath.Join(before, f))
+				if err := os.WriteFile(filepath.Join(src, f), b, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			dir := t.TempDir()
+			w, err := NewWriter(dir, 1<<20, maxFiles)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Write(Stdout, []byte("new\n")); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.Adopt(src); err != nil {
+				t.Fatal(err)
+			}
+			// Their current file joins the writer's (both fit in 1 MiB); their
+			// rotated ones follow as far as maxFiles allows.
+			var want []string
+			rotated := byFile[:len(byFile)-1]
+			for _, l := range rotated[max(0, len(rotated)-(maxFiles-1)):] {
+				want = append(want, l...)
+			}
+			want = append(want, byFile[len(byFile)-1]...)
+			want = append(want, "new")
+			if got := lines(t, dir); strings.Join(got, "|") != strings.Join(want, "|") {
+				t.Errorf("read back %d lines %.60q, want %d %.60q", len(got), got, len(want), want)
+			}
+			if n := len(Files(dir)); n > min(maxFiles, len(byFile)) {
+				t.Errorf("%d files, more than %d", n, min(maxFiles, len(byFile)))
+			}
+			// Writing goes on into the joined file.
+			if err := w.Write(Stdout, []byte("after\n")); err != nil {
+				t.Fatal(err)
+			}
+			if got := lines(t, dir); got[len(got)-1] != "after" {
+				t.Errorf("last line after the adoption %q, want after", got[len(got)-1])
+			}
+			w.Close(false)
+		})
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -166,6 +167,97 @@ func (w *Writer) Close(final bool) error {
 		}
 	}
 	return err
+}
+
+// Adopt makes the log files in src, named as this writer names its own (a
+// container's log before a move), the history before this writer's files.
+// Their current file and this writer's are joined into one when this writer
+// has not rotated yet and both fit in maxBytes, so a move does not cut the
+// log into more, smaller files; their other files follow this writer's
+// oldest, as far as maxFiles allows (their oldest are dropped first). Files
+// are renamed into place, or copied from another file system.
+func (w *Writer) Adopt(src string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	theirs := Files(src)
+	if n := len(theirs); n > 0 && theirs[n-1] == FileName && len(Files(w.dir)) == 1 {
+		if st, err := os.Stat(filepath.Join(src, FileName)); err == nil && st.Size()+w.size <= w.maxBytes {
+			if err := w.join(filepath.Join(src, FileName)); err != nil {
+				return fmt.Errorf("adopt log: %w", err)
+			}
+			theirs = theirs[:n-1]
+		}
+	}
+	own := len(Files(w.dir))
+	room := w.maxFiles - own
+	if room <= 0 {
+		return nil
+	}
+	if len(theirs) > room {
+		theirs = theirs[len(theirs)-room:]
+	}
+	base := filepath.Join(w.dir, FileName)
+	for i := range theirs {
+		from := filepath.Join(src, theirs[len(theirs)-1-i]) // newest first
+		to := base + "." + strconv.Itoa(own+i)
+		if err := os.Rename(from, to); err != nil {
+			if !errors.Is(err, syscall.EXDEV) {
+				return fmt.Errorf("adopt log %s: %w", from, err)
+			}
+			if err := copyFile(to, from); err != nil {
+				return fmt.Errorf("adopt log %s: %w", from, err)
+			}
+		}
+	}
+	return nil
+}
+
+// join replaces the current file with older's content followed by its own,
+// and goes on appending to the result. w.mu is held.
+func (w *Writer) join(older string) error {
+	cur := filepath.Join(w.dir, FileName)
+	tmp := filepath.Join(w.dir, "."+FileName+".adopt")
+	if err := copyFile(tmp, older); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_APPEND, 0)
+	if err == nil {
+		var in *os.File
+		if in, err = os.Open(cur); err == nil {
+			_, err = io.Copy(out, in)
+			in.Close()
+		}
+		if cerr := out.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err == nil {
+		err = os.Rename(tmp, cur)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	w.f.Close()
+	return w.open()
+}
+
+func copyFile(dst, src string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 // Hold runs fn while no entry is written and no file rotated, so fn sees the log

@@ -144,12 +144,8 @@ func (m *Manager) configure(ns netns.NsHandle, addr netip.Prefix) error {
 		return err
 	}
 	defer h.Close()
-	lo, err := h.LinkByName("lo")
-	if err != nil {
+	if err := linkUp(h, "lo"); err != nil {
 		return err
-	}
-	if err := h.LinkSetUp(lo); err != nil {
-		return fmt.Errorf("lo up: %w", err)
 	}
 	eth, err := h.LinkByName(ContainerIfName)
 	if err != nil {

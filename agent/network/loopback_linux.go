@@ -85,25 +85,7 @@ func LoopbackOnly(pid int) (loUp bool, why string, err error) {
 		return st.loUp, why, err
 	}
 	var ref nsState
-	err = onThreadIn(func() error {
-		fresh, err := netns.New()
-		if err == nil {
-			fresh.Close()
-		}
-		return err
-	}, func() error {
-		fresh, err := netns.Get()
-		if err != nil {
-			return err
-		}
-		defer fresh.Close()
-		if st.loUp {
-			if err := loopbackUp(fresh); err != nil {
-				return err
-			}
-		}
-		return ref.read(fresh)
-	})
+	err = inFreshNetNS(st.loUp, func(fresh netns.NsHandle) error { return ref.read(fresh) })
 	if err != nil {
 		return false, "", fmt.Errorf("fresh network namespace: %w", err)
 	}
@@ -114,23 +96,8 @@ func LoopbackOnly(pid int) (loUp bool, why string, err error) {
 // and returns it open: it lives while the file is open or a process is in it.
 func NewLoopback(up bool) (*os.File, error) {
 	var f *os.File
-	err := onThreadIn(func() error {
-		ns, err := netns.New()
-		if err == nil {
-			ns.Close()
-		}
-		return err
-	}, func() error {
-		ns, err := netns.Get()
-		if err != nil {
-			return err
-		}
-		defer ns.Close()
-		if up {
-			if err := loopbackUp(ns); err != nil {
-				return err
-			}
-		}
+	err := inFreshNetNS(up, func(netns.NsHandle) error {
+		var err error
 		f, err = os.OpenFile(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()), os.O_RDONLY|unix.O_CLOEXEC, 0)
 		return err
 	})
@@ -146,12 +113,17 @@ func loopbackUp(ns netns.NsHandle) error {
 		return err
 	}
 	defer h.Close()
-	lo, err := h.LinkByName("lo")
+	return linkUp(h, "lo")
+}
+
+// linkUp sets the link called name up.
+func linkUp(h *netlink.Handle, name string) error {
+	l, err := h.LinkByName(name)
 	if err != nil {
 		return err
 	}
-	if err := h.LinkSetUp(lo); err != nil {
-		return fmt.Errorf("lo up: %w", err)
+	if err := h.LinkSetUp(l); err != nil {
+		return fmt.Errorf("%s up: %w", name, err)
 	}
 	return nil
 }

@@ -23,13 +23,7 @@ func newNetNS(path string) error {
 		return fmt.Errorf("netns %s: %w", path, err)
 	}
 	f.Close()
-	err = onThreadIn(func() error {
-		ns, err := netns.New()
-		if err == nil {
-			ns.Close()
-		}
-		return err
-	}, func() error {
+	err = inFreshNetNS(false, func(netns.NsHandle) error {
 		return unix.Mount(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()), path, "none", unix.MS_BIND, "")
 	})
 	if err != nil {
@@ -37,6 +31,30 @@ func newNetNS(path string) error {
 		return fmt.Errorf("netns %s: %w", path, err)
 	}
 	return nil
+}
+
+// inFreshNetNS runs fn on a thread inside a new network namespace, with its
+// loopback up if loUp; the thread goes back to its namespace after.
+func inFreshNetNS(loUp bool, fn func(netns.NsHandle) error) error {
+	return onThreadIn(func() error {
+		ns, err := netns.New()
+		if err == nil {
+			ns.Close()
+		}
+		return err
+	}, func() error {
+		ns, err := netns.Get()
+		if err != nil {
+			return err
+		}
+		defer ns.Close()
+		if loUp {
+			if err := loopbackUp(ns); err != nil {
+				return err
+			}
+		}
+		return fn(ns)
+	})
 }
 
 // removeNetNS unmounts and removes a namespace file; a missing one is fine.

@@ -54,9 +54,9 @@ func (s *server) Checkpoint(ctx context.Context, r *shimv1.CheckpointRequest) (*
 	s.ckpt = run
 	s.mu.Unlock()
 	cp := s.o.checkpointer(s.rt)
-	opts := checkpoint.Options{
-		ID: r.Id, LeaveRunning: r.LeaveRunning,
-		Files: func(copy func(dst, src string) error) error { return s.copyLogs(copy, !r.LeaveRunning) },
+	opts := checkpoint.Options{ID: r.Id, LeaveRunning: r.LeaveRunning}
+	if !r.NoLogs {
+		opts.Files = func(copy func(dst, src string) error) error { return s.copyLogs(copy, !r.LeaveRunning) }
 	}
 	// A layered root travels as its base's digest plus the container's changes.
 	if l, err := layers.Load(s.o.Dir); err == nil {
@@ -122,10 +122,22 @@ func (s *server) copyLogs(copy func(dst, src string) error, drain bool) error {
 	})
 }
 
+// AdoptLogs makes the log files in r.Dir the oldest part of the container's
+// log (a moved container's log of before the move).
+func (s *server) AdoptLogs(_ context.Context, r *shimv1.AdoptLogsRequest) (*shimv1.AdoptLogsResponse, error) {
+	if !filepath.IsAbs(r.Dir) {
+		return nil, status.Errorf(codes.InvalidArgument, "adopt logs of %s: directory %q must be absolute", s.o.ID, r.Dir)
+	}
+	if err := s.log.Adopt(r.Dir); err != nil {
+		return nil, status.Errorf(codes.Internal, "adopt logs of %s: %v", s.o.ID, err)
+	}
+	return &shimv1.AdoptLogsResponse{}, nil
+}
+
 // restoreLogs copies a checkpoint's log files into the container directory, so the
 // restored container's log starts with what it wrote before the checkpoint.
 // Rotated files the writer would not keep (maxFiles) are left out.
-func restoreLogs(ckpt, dir string, maxFiles int) error {
+func restoreLogs(ckpt, dir string, maxFiles int, link bool) error {
 	src := filepath.Join(ckpt, logsDir)
 	for _, name := range logs.Files(src) {
 		if n, ok := strings.CutPrefix(name, logs.FileName+"."); ok {
@@ -133,7 +145,11 @@ func restoreLogs(ckpt, dir string, maxFiles int) error {
 				continue
 			}
 		}
-		if err := copyFile(filepath.Join(dir, name), filepath.Join(src, name)); err != nil {
+		dst, from := filepath.Join(dir, name), filepath.Join(src, name)
+		if link && os.Link(from, dst) == nil {
+			continue // the log writer appends to it: the checkpoint goes anyway
+		}
+		if err := copyFile(dst, from); err != nil {
 			return fmt.Errorf("restore logs: %w", err)
 		}
 	}

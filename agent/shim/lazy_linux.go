@@ -55,10 +55,9 @@ func (s *server) LazyCheckpoint(r *shimv1.CheckpointRequest, stream grpc.ServerS
 		}
 		return stream.Send(ev)
 	}
-	opts := checkpoint.Options{
-		ID: r.Id, LeaveRunning: true,
-		Files: func(copy func(dst, src string) error) error { return s.copyLogs(copy, false) },
-		Lazy:  lazy,
+	opts := checkpoint.Options{ID: r.Id, LeaveRunning: true, Lazy: lazy}
+	if !r.NoLogs {
+		opts.Files = func(copy func(dst, src string) error) error { return s.copyLogs(copy, false) }
 	}
 	if l, err := layers.Load(s.o.Dir); err == nil {
 		opts.Layer = &checkpoint.Layer{BaseDigest: l.BaseDigest, WriteDiff: l.WriteDiff}

@@ -46,6 +46,10 @@ type Options struct {
 	// Verified: the agent checked the checkpoint's files against its manifest
 	// already; the restore does not hash them again.
 	Verified bool
+	// Consume: the checkpoint is removed after the restore (a move's incoming
+	// copy), so its log files are linked into the container directory, not
+	// copied.
+	Consume bool
 	// NetworkLock is CRIU's network lock backend for checkpoints and restores
 	// (criu.NetworkLock*), as the agent probed it; "" lets CRIU choose.
 	NetworkLock string
@@ -161,7 +165,7 @@ func start(o Options) (_ *server, retErr error) {
 	}
 	if o.Restore != "" {
 		// The log goes on from where the checkpoint left it.
-		if err := restoreLogs(o.Restore, o.Dir, o.LogMaxFiles); err != nil {
+		if err := restoreLogs(o.Restore, o.Dir, o.LogMaxFiles, o.Consume); err != nil {
 			return nil, fmt.Errorf("shim %s: %w", o.ID, err)
 		}
 	}

@@ -54,6 +54,9 @@ func (o Options) Args() []string {
 		if o.Verified {
 			args = append(args, "--verified")
 		}
+		if o.Consume {
+			args = append(args, "--consume")
+		}
 	}
 	if o.NetNS != "" {
 		args = append(args, "--netns", o.NetNS)

@@ -32,6 +32,7 @@ func newShimCommand() *cobra.Command {
 	f.IntVar(&o.LogMaxFiles, "log-max-files", 3, "log files kept")
 	f.StringVar(&o.Restore, "restore", "", "restore the container from this checkpoint directory instead of creating it")
 	f.BoolVar(&o.Verified, "verified", false, "the checkpoint's files were checked against its manifest already")
+	f.BoolVar(&o.Consume, "consume", false, "the checkpoint is removed after the restore: link its logs instead of copying them")
 	f.StringVar(&o.NetworkLock, "network-lock", "", "CRIU network lock backend (nftables or iptables)")
 	f.StringVar(&o.CRIUVersion, "criu-version", "", "CRIU version as the agent probed it")
 	f.StringVar(&o.CRIUPath, "criu", "", "CRIU binary (default /usr/local/sbin/criu)")

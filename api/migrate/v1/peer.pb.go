@@ -22,6 +22,96 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type AdoptLogsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The move's transfer (RestoreMovedRequest.transfer_id); the log files, named as
+	// a container's, come in the transfer "<transfer_id>.logs".
+	TransferId    string `protobuf:"bytes,1,opt,name=transfer_id,json=transferId,proto3" json:"transfer_id,omitempty"`
+	ContainerId   string `protobuf:"bytes,2,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdoptLogsRequest) Reset() {
+	*x = AdoptLogsRequest{}
+	mi := &file_migrate_v1_peer_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdoptLogsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdoptLogsRequest) ProtoMessage() {}
+
+func (x *AdoptLogsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_migrate_v1_peer_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdoptLogsRequest.ProtoReflect.Descriptor instead.
+func (*AdoptLogsRequest) Descriptor() ([]byte, []int) {
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *AdoptLogsRequest) GetTransferId() string {
+	if x != nil {
+		return x.TransferId
+	}
+	return ""
+}
+
+func (x *AdoptLogsRequest) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+type AdoptLogsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdoptLogsResponse) Reset() {
+	*x = AdoptLogsResponse{}
+	mi := &file_migrate_v1_peer_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdoptLogsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdoptLogsResponse) ProtoMessage() {}
+
+func (x *AdoptLogsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_migrate_v1_peer_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdoptLogsResponse.ProtoReflect.Descriptor instead.
+func (*AdoptLogsResponse) Descriptor() ([]byte, []int) {
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{1}
+}
+
 type TunnelData struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// First message of the source only: the move's transfer id.
@@ -33,7 +123,7 @@ type TunnelData struct {
 
 func (x *TunnelData) Reset() {
 	*x = TunnelData{}
-	mi := &file_migrate_v1_peer_proto_msgTypes[0]
+	mi := &file_migrate_v1_peer_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -45,7 +135,7 @@ func (x *TunnelData) String() string {
 func (*TunnelData) ProtoMessage() {}
 
 func (x *TunnelData) ProtoReflect() protoreflect.Message {
-	mi := &file_migrate_v1_peer_proto_msgTypes[0]
+	mi := &file_migrate_v1_peer_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -58,7 +148,7 @@ func (x *TunnelData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TunnelData.ProtoReflect.Descriptor instead.
 func (*TunnelData) Descriptor() ([]byte, []int) {
-	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{0}
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *TunnelData) GetTransferId() string {
@@ -86,7 +176,7 @@ type PrepareMoveRequest struct {
 
 func (x *PrepareMoveRequest) Reset() {
 	*x = PrepareMoveRequest{}
-	mi := &file_migrate_v1_peer_proto_msgTypes[1]
+	mi := &file_migrate_v1_peer_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -98,7 +188,7 @@ func (x *PrepareMoveRequest) String() string {
 func (*PrepareMoveRequest) ProtoMessage() {}
 
 func (x *PrepareMoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_migrate_v1_peer_proto_msgTypes[1]
+	mi := &file_migrate_v1_peer_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -111,7 +201,7 @@ func (x *PrepareMoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareMoveRequest.ProtoReflect.Descriptor instead.
 func (*PrepareMoveRequest) Descriptor() ([]byte, []int) {
-	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{1}
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *PrepareMoveRequest) GetContainerId() string {
@@ -139,7 +229,7 @@ type PrepareMoveResponse struct {
 
 func (x *PrepareMoveResponse) Reset() {
 	*x = PrepareMoveResponse{}
-	mi := &file_migrate_v1_peer_proto_msgTypes[2]
+	mi := &file_migrate_v1_peer_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -151,7 +241,7 @@ func (x *PrepareMoveResponse) String() string {
 func (*PrepareMoveResponse) ProtoMessage() {}
 
 func (x *PrepareMoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_migrate_v1_peer_proto_msgTypes[2]
+	mi := &file_migrate_v1_peer_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -164,7 +254,7 @@ func (x *PrepareMoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareMoveResponse.ProtoReflect.Descriptor instead.
 func (*PrepareMoveResponse) Descriptor() ([]byte, []int) {
-	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{2}
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *PrepareMoveResponse) GetHasBase() bool {
@@ -189,14 +279,16 @@ type MoveFeatures struct {
 	// Precopy: soft-dirty memory tracking.
 	MemTrack bool `protobuf:"varint,2,opt,name=mem_track,json=memTrack,proto3" json:"mem_track,omitempty"`
 	// Human-readable reasons for what is missing, empty when all is there.
-	Missing       []string `protobuf:"bytes,3,rep,name=missing,proto3" json:"missing,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Missing []string `protobuf:"bytes,3,rep,name=missing,proto3" json:"missing,omitempty"`
+	// The node takes a moved container's log after the restore (AdoptLogs).
+	LogsAfterRestore bool `protobuf:"varint,4,opt,name=logs_after_restore,json=logsAfterRestore,proto3" json:"logs_after_restore,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *MoveFeatures) Reset() {
 	*x = MoveFeatures{}
-	mi := &file_migrate_v1_peer_proto_msgTypes[3]
+	mi := &file_migrate_v1_peer_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -208,7 +300,7 @@ func (x *MoveFeatures) String() string {
 func (*MoveFeatures) ProtoMessage() {}
 
 func (x *MoveFeatures) ProtoReflect() protoreflect.Message {
-	mi := &file_migrate_v1_peer_proto_msgTypes[3]
+	mi := &file_migrate_v1_peer_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -221,7 +313,7 @@ func (x *MoveFeatures) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MoveFeatures.ProtoReflect.Descriptor instead.
 func (*MoveFeatures) Descriptor() ([]byte, []int) {
-	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{3}
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *MoveFeatures) GetLazyPages() bool {
@@ -245,6 +337,13 @@ func (x *MoveFeatures) GetMissing() []string {
 	return nil
 }
 
+func (x *MoveFeatures) GetLogsAfterRestore() bool {
+	if x != nil {
+		return x.LogsAfterRestore
+	}
+	return false
+}
+
 type RestoreMovedRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Transfer (migrate.transfer.v1) holding checkpoint/ and, if sent, base.tar.
@@ -261,7 +360,7 @@ type RestoreMovedRequest struct {
 
 func (x *RestoreMovedRequest) Reset() {
 	*x = RestoreMovedRequest{}
-	mi := &file_migrate_v1_peer_proto_msgTypes[4]
+	mi := &file_migrate_v1_peer_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -273,7 +372,7 @@ func (x *RestoreMovedRequest) String() string {
 func (*RestoreMovedRequest) ProtoMessage() {}
 
 func (x *RestoreMovedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_migrate_v1_peer_proto_msgTypes[4]
+	mi := &file_migrate_v1_peer_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -286,7 +385,7 @@ func (x *RestoreMovedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreMovedRequest.ProtoReflect.Descriptor instead.
 func (*RestoreMovedRequest) Descriptor() ([]byte, []int) {
-	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{4}
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RestoreMovedRequest) GetTransferId() string {
@@ -326,7 +425,7 @@ type RestoreMovedResponse struct {
 
 func (x *RestoreMovedResponse) Reset() {
 	*x = RestoreMovedResponse{}
-	mi := &file_migrate_v1_peer_proto_msgTypes[5]
+	mi := &file_migrate_v1_peer_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -338,7 +437,7 @@ func (x *RestoreMovedResponse) String() string {
 func (*RestoreMovedResponse) ProtoMessage() {}
 
 func (x *RestoreMovedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_migrate_v1_peer_proto_msgTypes[5]
+	mi := &file_migrate_v1_peer_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -351,7 +450,7 @@ func (x *RestoreMovedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreMovedResponse.ProtoReflect.Descriptor instead.
 func (*RestoreMovedResponse) Descriptor() ([]byte, []int) {
-	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{5}
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RestoreMovedResponse) GetContainer() *Container {
@@ -371,7 +470,7 @@ type AbortMoveRequest struct {
 
 func (x *AbortMoveRequest) Reset() {
 	*x = AbortMoveRequest{}
-	mi := &file_migrate_v1_peer_proto_msgTypes[6]
+	mi := &file_migrate_v1_peer_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -383,7 +482,7 @@ func (x *AbortMoveRequest) String() string {
 func (*AbortMoveRequest) ProtoMessage() {}
 
 func (x *AbortMoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_migrate_v1_peer_proto_msgTypes[6]
+	mi := &file_migrate_v1_peer_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -396,7 +495,7 @@ func (x *AbortMoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortMoveRequest.ProtoReflect.Descriptor instead.
 func (*AbortMoveRequest) Descriptor() ([]byte, []int) {
-	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{6}
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AbortMoveRequest) GetTransferId() string {
@@ -423,7 +522,7 @@ type AbortMoveResponse struct {
 
 func (x *AbortMoveResponse) Reset() {
 	*x = AbortMoveResponse{}
-	mi := &file_migrate_v1_peer_proto_msgTypes[7]
+	mi := &file_migrate_v1_peer_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -435,7 +534,7 @@ func (x *AbortMoveResponse) String() string {
 func (*AbortMoveResponse) ProtoMessage() {}
 
 func (x *AbortMoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_migrate_v1_peer_proto_msgTypes[7]
+	mi := &file_migrate_v1_peer_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -448,7 +547,7 @@ func (x *AbortMoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AbortMoveResponse.ProtoReflect.Descriptor instead.
 func (*AbortMoveResponse) Descriptor() ([]byte, []int) {
-	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{7}
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AbortMoveResponse) GetRemovedContainer() bool {
@@ -469,7 +568,7 @@ type PingRequest struct {
 
 func (x *PingRequest) Reset() {
 	*x = PingRequest{}
-	mi := &file_migrate_v1_peer_proto_msgTypes[8]
+	mi := &file_migrate_v1_peer_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -481,7 +580,7 @@ func (x *PingRequest) String() string {
 func (*PingRequest) ProtoMessage() {}
 
 func (x *PingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_migrate_v1_peer_proto_msgTypes[8]
+	mi := &file_migrate_v1_peer_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -494,7 +593,7 @@ func (x *PingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingRequest.ProtoReflect.Descriptor instead.
 func (*PingRequest) Descriptor() ([]byte, []int) {
-	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{8}
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PingRequest) GetFrom() string {
@@ -521,7 +620,7 @@ type PingResponse struct {
 
 func (x *PingResponse) Reset() {
 	*x = PingResponse{}
-	mi := &file_migrate_v1_peer_proto_msgTypes[9]
+	mi := &file_migrate_v1_peer_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -533,7 +632,7 @@ func (x *PingResponse) String() string {
 func (*PingResponse) ProtoMessage() {}
 
 func (x *PingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_migrate_v1_peer_proto_msgTypes[9]
+	mi := &file_migrate_v1_peer_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -546,7 +645,7 @@ func (x *PingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingResponse.ProtoReflect.Descriptor instead.
 func (*PingResponse) Descriptor() ([]byte, []int) {
-	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{9}
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PingResponse) GetNode() string {
@@ -571,7 +670,7 @@ type PeerNodeInfoRequest struct {
 
 func (x *PeerNodeInfoRequest) Reset() {
 	*x = PeerNodeInfoRequest{}
-	mi := &file_migrate_v1_peer_proto_msgTypes[10]
+	mi := &file_migrate_v1_peer_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -583,7 +682,7 @@ func (x *PeerNodeInfoRequest) String() string {
 func (*PeerNodeInfoRequest) ProtoMessage() {}
 
 func (x *PeerNodeInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_migrate_v1_peer_proto_msgTypes[10]
+	mi := &file_migrate_v1_peer_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -596,7 +695,7 @@ func (x *PeerNodeInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerNodeInfoRequest.ProtoReflect.Descriptor instead.
 func (*PeerNodeInfoRequest) Descriptor() ([]byte, []int) {
-	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{10}
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{12}
 }
 
 type PeerNodeInfoResponse struct {
@@ -608,7 +707,7 @@ type PeerNodeInfoResponse struct {
 
 func (x *PeerNodeInfoResponse) Reset() {
 	*x = PeerNodeInfoResponse{}
-	mi := &file_migrate_v1_peer_proto_msgTypes[11]
+	mi := &file_migrate_v1_peer_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -620,7 +719,7 @@ func (x *PeerNodeInfoResponse) String() string {
 func (*PeerNodeInfoResponse) ProtoMessage() {}
 
 func (x *PeerNodeInfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_migrate_v1_peer_proto_msgTypes[11]
+	mi := &file_migrate_v1_peer_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -633,7 +732,7 @@ func (x *PeerNodeInfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerNodeInfoResponse.ProtoReflect.Descriptor instead.
 func (*PeerNodeInfoResponse) Descriptor() ([]byte, []int) {
-	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{11}
+	return file_migrate_v1_peer_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PeerNodeInfoResponse) GetNode() *NodeInfo {
@@ -648,7 +747,12 @@ var File_migrate_v1_peer_proto protoreflect.FileDescriptor
 const file_migrate_v1_peer_proto_rawDesc = "" +
 	"\n" +
 	"\x15migrate/v1/peer.proto\x12\n" +
-	"migrate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16migrate/v1/types.proto\"A\n" +
+	"migrate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16migrate/v1/types.proto\"V\n" +
+	"\x10AdoptLogsRequest\x12\x1f\n" +
+	"\vtransfer_id\x18\x01 \x01(\tR\n" +
+	"transferId\x12!\n" +
+	"\fcontainer_id\x18\x02 \x01(\tR\vcontainerId\"\x13\n" +
+	"\x11AdoptLogsResponse\"A\n" +
 	"\n" +
 	"TunnelData\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
@@ -660,12 +764,13 @@ const file_migrate_v1_peer_proto_rawDesc = "" +
 	"baseDigest\"f\n" +
 	"\x13PrepareMoveResponse\x12\x19\n" +
 	"\bhas_base\x18\x01 \x01(\bR\ahasBase\x124\n" +
-	"\bfeatures\x18\x02 \x01(\v2\x18.migrate.v1.MoveFeaturesR\bfeatures\"d\n" +
+	"\bfeatures\x18\x02 \x01(\v2\x18.migrate.v1.MoveFeaturesR\bfeatures\"\x92\x01\n" +
 	"\fMoveFeatures\x12\x1d\n" +
 	"\n" +
 	"lazy_pages\x18\x01 \x01(\bR\tlazyPages\x12\x1b\n" +
 	"\tmem_track\x18\x02 \x01(\bR\bmemTrack\x12\x18\n" +
-	"\amissing\x18\x03 \x03(\tR\amissing\"\x8c\x01\n" +
+	"\amissing\x18\x03 \x03(\tR\amissing\x12,\n" +
+	"\x12logs_after_restore\x18\x04 \x01(\bR\x10logsAfterRestore\"\x8c\x01\n" +
 	"\x13RestoreMovedRequest\x12\x1f\n" +
 	"\vtransfer_id\x18\x01 \x01(\tR\n" +
 	"transferId\x12!\n" +
@@ -689,14 +794,15 @@ const file_migrate_v1_peer_proto_rawDesc = "" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\x15\n" +
 	"\x13PeerNodeInfoRequest\"@\n" +
 	"\x14PeerNodeInfoResponse\x12(\n" +
-	"\x04node\x18\x01 \x01(\v2\x14.migrate.v1.NodeInfoR\x04node2\xbb\x03\n" +
+	"\x04node\x18\x01 \x01(\v2\x14.migrate.v1.NodeInfoR\x04node2\x85\x04\n" +
 	"\x04Peer\x129\n" +
 	"\x04Ping\x12\x17.migrate.v1.PingRequest\x1a\x18.migrate.v1.PingResponse\x12M\n" +
 	"\bNodeInfo\x12\x1f.migrate.v1.PeerNodeInfoRequest\x1a .migrate.v1.PeerNodeInfoResponse\x12N\n" +
 	"\vPrepareMove\x12\x1e.migrate.v1.PrepareMoveRequest\x1a\x1f.migrate.v1.PrepareMoveResponse\x12Q\n" +
 	"\fRestoreMoved\x12\x1f.migrate.v1.RestoreMovedRequest\x1a .migrate.v1.RestoreMovedResponse\x12H\n" +
 	"\tAbortMove\x12\x1c.migrate.v1.AbortMoveRequest\x1a\x1d.migrate.v1.AbortMoveResponse\x12<\n" +
-	"\x06Tunnel\x12\x16.migrate.v1.TunnelData\x1a\x16.migrate.v1.TunnelData(\x010\x01B7Z5github.com/migratehq/migrate/api/migrate/v1;migratev1b\x06proto3"
+	"\x06Tunnel\x12\x16.migrate.v1.TunnelData\x1a\x16.migrate.v1.TunnelData(\x010\x01\x12H\n" +
+	"\tAdoptLogs\x12\x1c.migrate.v1.AdoptLogsRequest\x1a\x1d.migrate.v1.AdoptLogsResponseB7Z5github.com/migratehq/migrate/api/migrate/v1;migratev1b\x06proto3"
 
 var (
 	file_migrate_v1_peer_proto_rawDescOnce sync.Once
@@ -710,44 +816,48 @@ func file_migrate_v1_peer_proto_rawDescGZIP() []byte {
 	return file_migrate_v1_peer_proto_rawDescData
 }
 
-var file_migrate_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_migrate_v1_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_migrate_v1_peer_proto_goTypes = []any{
-	(*TunnelData)(nil),            // 0: migrate.v1.TunnelData
-	(*PrepareMoveRequest)(nil),    // 1: migrate.v1.PrepareMoveRequest
-	(*PrepareMoveResponse)(nil),   // 2: migrate.v1.PrepareMoveResponse
-	(*MoveFeatures)(nil),          // 3: migrate.v1.MoveFeatures
-	(*RestoreMovedRequest)(nil),   // 4: migrate.v1.RestoreMovedRequest
-	(*RestoreMovedResponse)(nil),  // 5: migrate.v1.RestoreMovedResponse
-	(*AbortMoveRequest)(nil),      // 6: migrate.v1.AbortMoveRequest
-	(*AbortMoveResponse)(nil),     // 7: migrate.v1.AbortMoveResponse
-	(*PingRequest)(nil),           // 8: migrate.v1.PingRequest
-	(*PingResponse)(nil),          // 9: migrate.v1.PingResponse
-	(*PeerNodeInfoRequest)(nil),   // 10: migrate.v1.PeerNodeInfoRequest
-	(*PeerNodeInfoResponse)(nil),  // 11: migrate.v1.PeerNodeInfoResponse
-	(*Container)(nil),             // 12: migrate.v1.Container
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
-	(*NodeInfo)(nil),              // 14: migrate.v1.NodeInfo
+	(*AdoptLogsRequest)(nil),      // 0: migrate.v1.AdoptLogsRequest
+	(*AdoptLogsResponse)(nil),     // 1: migrate.v1.AdoptLogsResponse
+	(*TunnelData)(nil),            // 2: migrate.v1.TunnelData
+	(*PrepareMoveRequest)(nil),    // 3: migrate.v1.PrepareMoveRequest
+	(*PrepareMoveResponse)(nil),   // 4: migrate.v1.PrepareMoveResponse
+	(*MoveFeatures)(nil),          // 5: migrate.v1.MoveFeatures
+	(*RestoreMovedRequest)(nil),   // 6: migrate.v1.RestoreMovedRequest
+	(*RestoreMovedResponse)(nil),  // 7: migrate.v1.RestoreMovedResponse
+	(*AbortMoveRequest)(nil),      // 8: migrate.v1.AbortMoveRequest
+	(*AbortMoveResponse)(nil),     // 9: migrate.v1.AbortMoveResponse
+	(*PingRequest)(nil),           // 10: migrate.v1.PingRequest
+	(*PingResponse)(nil),          // 11: migrate.v1.PingResponse
+	(*PeerNodeInfoRequest)(nil),   // 12: migrate.v1.PeerNodeInfoRequest
+	(*PeerNodeInfoResponse)(nil),  // 13: migrate.v1.PeerNodeInfoResponse
+	(*Container)(nil),             // 14: migrate.v1.Container
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(*NodeInfo)(nil),              // 16: migrate.v1.NodeInfo
 }
 var file_migrate_v1_peer_proto_depIdxs = []int32{
-	3,  // 0: migrate.v1.PrepareMoveResponse.features:type_name -> migrate.v1.MoveFeatures
-	12, // 1: migrate.v1.RestoreMovedResponse.container:type_name -> migrate.v1.Container
-	13, // 2: migrate.v1.PingRequest.sent_at:type_name -> google.protobuf.Timestamp
-	13, // 3: migrate.v1.PingResponse.time:type_name -> google.protobuf.Timestamp
-	14, // 4: migrate.v1.PeerNodeInfoResponse.node:type_name -> migrate.v1.NodeInfo
-	8,  // 5: migrate.v1.Peer.Ping:input_type -> migrate.v1.PingRequest
-	10, // 6: migrate.v1.Peer.NodeInfo:input_type -> migrate.v1.PeerNodeInfoRequest
-	1,  // 7: migrate.v1.Peer.PrepareMove:input_type -> migrate.v1.PrepareMoveRequest
-	4,  // 8: migrate.v1.Peer.RestoreMoved:input_type -> migrate.v1.RestoreMovedRequest
-	6,  // 9: migrate.v1.Peer.AbortMove:input_type -> migrate.v1.AbortMoveRequest
-	0,  // 10: migrate.v1.Peer.Tunnel:input_type -> migrate.v1.TunnelData
-	9,  // 11: migrate.v1.Peer.Ping:output_type -> migrate.v1.PingResponse
-	11, // 12: migrate.v1.Peer.NodeInfo:output_type -> migrate.v1.PeerNodeInfoResponse
-	2,  // 13: migrate.v1.Peer.PrepareMove:output_type -> migrate.v1.PrepareMoveResponse
-	5,  // 14: migrate.v1.Peer.RestoreMoved:output_type -> migrate.v1.RestoreMovedResponse
-	7,  // 15: migrate.v1.Peer.AbortMove:output_type -> migrate.v1.AbortMoveResponse
-	0,  // 16: migrate.v1.Peer.Tunnel:output_type -> migrate.v1.TunnelData
-	11, // [11:17] is the sub-list for method output_type
-	5,  // [5:11] is the sub-list for method input_type
+	5,  // 0: migrate.v1.PrepareMoveResponse.features:type_name -> migrate.v1.MoveFeatures
+	14, // 1: migrate.v1.RestoreMovedResponse.container:type_name -> migrate.v1.Container
+	15, // 2: migrate.v1.PingRequest.sent_at:type_name -> google.protobuf.Timestamp
+	15, // 3: migrate.v1.PingResponse.time:type_name -> google.protobuf.Timestamp
+	16, // 4: migrate.v1.PeerNodeInfoResponse.node:type_name -> migrate.v1.NodeInfo
+	10, // 5: migrate.v1.Peer.Ping:input_type -> migrate.v1.PingRequest
+	12, // 6: migrate.v1.Peer.NodeInfo:input_type -> migrate.v1.PeerNodeInfoRequest
+	3,  // 7: migrate.v1.Peer.PrepareMove:input_type -> migrate.v1.PrepareMoveRequest
+	6,  // 8: migrate.v1.Peer.RestoreMoved:input_type -> migrate.v1.RestoreMovedRequest
+	8,  // 9: migrate.v1.Peer.AbortMove:input_type -> migrate.v1.AbortMoveRequest
+	2,  // 10: migrate.v1.Peer.Tunnel:input_type -> migrate.v1.TunnelData
+	0,  // 11: migrate.v1.Peer.AdoptLogs:input_type -> migrate.v1.AdoptLogsRequest
+	11, // 12: migrate.v1.Peer.Ping:output_type -> migrate.v1.PingResponse
+	13, // 13: migrate.v1.Peer.NodeInfo:output_type -> migrate.v1.PeerNodeInfoResponse
+	4,  // 14: migrate.v1.Peer.PrepareMove:output_type -> migrate.v1.PrepareMoveResponse
+	7,  // 15: migrate.v1.Peer.RestoreMoved:output_type -> migrate.v1.RestoreMovedResponse
+	9,  // 16: migrate.v1.Peer.AbortMove:output_type -> migrate.v1.AbortMoveResponse
+	2,  // 17: migrate.v1.Peer.Tunnel:output_type -> migrate.v1.TunnelData
+	1,  // 18: migrate.v1.Peer.AdoptLogs:output_type -> migrate.v1.AdoptLogsResponse
+	12, // [12:19] is the sub-list for method output_type
+	5,  // [5:12] is the sub-list for method input_type
 	5,  // [5:5] is the sub-list for extension type_name
 	5,  // [5:5] is the sub-list for extension extendee
 	0,  // [0:5] is the sub-list for field type_name
@@ -765,7 +875,7 @@ func file_migrate_v1_peer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_migrate_v1_peer_proto_rawDesc), len(file_migrate_v1_peer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,6 +25,7 @@ const (
 	Peer_RestoreMoved_FullMethodName = "/migrate.v1.Peer/RestoreMoved"
 	Peer_AbortMove_FullMethodName    = "/migrate.v1.Peer/AbortMove"
 	Peer_Tunnel_FullMethodName       = "/migrate.v1.Peer/Tunnel"
+	Peer_AdoptLogs_FullMethodName    = "/migrate.v1.Peer/AdoptLogs"
 )
 
 // PeerClient is the client API for Peer service.
@@ -55,6 +56,9 @@ type PeerClient interface {
 	// transfer; the target's first answer says it listens. Ending the stream ends the
 	// connection.
 	Tunnel(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[TunnelData, TunnelData], error)
+	// AdoptLogs gives a container restored by a move its log of before the move,
+	// sent as a transfer of its own after the restore; the transfer is removed.
+	AdoptLogs(ctx context.Context, in *AdoptLogsRequest, opts ...grpc.CallOption) (*AdoptLogsResponse, error)
 }
 
 type peerClient struct {
@@ -128,6 +132,16 @@ func (c *peerClient) Tunnel(ctx context.Context, opts ...grpc.CallOption) (grpc.
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Peer_TunnelClient = grpc.BidiStreamingClient[TunnelData, TunnelData]
 
+func (c *peerClient) AdoptLogs(ctx context.Context, in *AdoptLogsRequest, opts ...grpc.CallOption) (*AdoptLogsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AdoptLogsResponse)
+	err := c.cc.Invoke(ctx, Peer_AdoptLogs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServer is the server API for Peer service.
 // All implementations must embed UnimplementedPeerServer
 // for forward compatibility.
@@ -156,6 +170,9 @@ type PeerServer interface {
 	// transfer; the target's first answer says it listens. Ending the stream ends the
 	// connection.
 	Tunnel(grpc.BidiStreamingServer[TunnelData, TunnelData]) error
+	// AdoptLogs gives a container restored by a move its log of before the move,
+	// sent as a transfer of its own after the restore; the transfer is removed.
+	AdoptLogs(context.Context, *AdoptLogsRequest) (*AdoptLogsResponse, error)
 	mustEmbedUnimplementedPeerServer()
 }
 
@@ -183,6 +200,9 @@ func (UnimplementedPeerServer) AbortMove(context.Context, *AbortMoveRequest) (*A
 }
 func (UnimplementedPeerServer) Tunnel(grpc.BidiStreamingServer[TunnelData, TunnelData]) error {
 	return status.Error(codes.Unimplemented, "method Tunnel not implemented")
+}
+func (UnimplementedPeerServer) AdoptLogs(context.Context, *AdoptLogsRequest) (*AdoptLogsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AdoptLogs not implemented")
 }
 func (UnimplementedPeerServer) mustEmbedUnimplementedPeerServer() {}
 func (UnimplementedPeerServer) testEmbeddedByValue()              {}
@@ -302,6 +322,24 @@ func _Peer_Tunnel_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Peer_TunnelServer = grpc.BidiStreamingServer[TunnelData, TunnelData]
 
+func _Peer_AdoptLogs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AdoptLogsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).AdoptLogs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_AdoptLogs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).AdoptLogs(ctx, req.(*AdoptLogsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Peer_ServiceDesc is the grpc.ServiceDesc for Peer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -328,6 +366,10 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AbortMove",
 			Handler:    _Peer_AbortMove_Handler,
+		},
+		{
+			MethodName: "AdoptLogs",
+			Handler:    _Peer_AdoptLogs_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -22,6 +22,87 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type AdoptLogsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Absolute path of a directory of log files named as the shim names its own.
+	Dir           string `protobuf:"bytes,1,opt,name=dir,proto3" json:"dir,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdoptLogsRequest) Reset() {
+	*x = AdoptLogsRequest{}
+	mi := &file_shim_v1_shim_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdoptLogsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdoptLogsRequest) ProtoMessage() {}
+
+func (x *AdoptLogsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_v1_shim_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdoptLogsRequest.ProtoReflect.Descriptor instead.
+func (*AdoptLogsRequest) Descriptor() ([]byte, []int) {
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *AdoptLogsRequest) GetDir() string {
+	if x != nil {
+		return x.Dir
+	}
+	return ""
+}
+
+type AdoptLogsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdoptLogsResponse) Reset() {
+	*x = AdoptLogsResponse{}
+	mi := &file_shim_v1_shim_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdoptLogsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdoptLogsResponse) ProtoMessage() {}
+
+func (x *AdoptLogsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shim_v1_shim_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdoptLogsResponse.ProtoReflect.Descriptor instead.
+func (*AdoptLogsResponse) Descriptor() ([]byte, []int) {
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{1}
+}
+
 type LazyCheckpointEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Set on the first event: the checkpoint is complete and the page server listens.
@@ -37,7 +118,7 @@ type LazyCheckpointEvent struct {
 
 func (x *LazyCheckpointEvent) Reset() {
 	*x = LazyCheckpointEvent{}
-	mi := &file_shim_v1_shim_proto_msgTypes[0]
+	mi := &file_shim_v1_shim_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -49,7 +130,7 @@ func (x *LazyCheckpointEvent) String() string {
 func (*LazyCheckpointEvent) ProtoMessage() {}
 
 func (x *LazyCheckpointEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_v1_shim_proto_msgTypes[0]
+	mi := &file_shim_v1_shim_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -62,7 +143,7 @@ func (x *LazyCheckpointEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LazyCheckpointEvent.ProtoReflect.Descriptor instead.
 func (*LazyCheckpointEvent) Descriptor() ([]byte, []int) {
-	return file_shim_v1_shim_proto_rawDescGZIP(), []int{0}
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *LazyCheckpointEvent) GetReady() bool {
@@ -108,7 +189,7 @@ type StateRequest struct {
 
 func (x *StateRequest) Reset() {
 	*x = StateRequest{}
-	mi := &file_shim_v1_shim_proto_msgTypes[1]
+	mi := &file_shim_v1_shim_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -120,7 +201,7 @@ func (x *StateRequest) String() string {
 func (*StateRequest) ProtoMessage() {}
 
 func (x *StateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_v1_shim_proto_msgTypes[1]
+	mi := &file_shim_v1_shim_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -133,7 +214,7 @@ func (x *StateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateRequest.ProtoReflect.Descriptor instead.
 func (*StateRequest) Descriptor() ([]byte, []int) {
-	return file_shim_v1_shim_proto_rawDescGZIP(), []int{1}
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{3}
 }
 
 type StateResponse struct {
@@ -157,7 +238,7 @@ type StateResponse struct {
 
 func (x *StateResponse) Reset() {
 	*x = StateResponse{}
-	mi := &file_shim_v1_shim_proto_msgTypes[2]
+	mi := &file_shim_v1_shim_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -169,7 +250,7 @@ func (x *StateResponse) String() string {
 func (*StateResponse) ProtoMessage() {}
 
 func (x *StateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_v1_shim_proto_msgTypes[2]
+	mi := &file_shim_v1_shim_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -182,7 +263,7 @@ func (x *StateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateResponse.ProtoReflect.Descriptor instead.
 func (*StateResponse) Descriptor() ([]byte, []int) {
-	return file_shim_v1_shim_proto_rawDescGZIP(), []int{2}
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *StateResponse) GetId() string {
@@ -263,7 +344,7 @@ type StartRequest struct {
 
 func (x *StartRequest) Reset() {
 	*x = StartRequest{}
-	mi := &file_shim_v1_shim_proto_msgTypes[3]
+	mi := &file_shim_v1_shim_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -275,7 +356,7 @@ func (x *StartRequest) String() string {
 func (*StartRequest) ProtoMessage() {}
 
 func (x *StartRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_v1_shim_proto_msgTypes[3]
+	mi := &file_shim_v1_shim_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -288,7 +369,7 @@ func (x *StartRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartRequest.ProtoReflect.Descriptor instead.
 func (*StartRequest) Descriptor() ([]byte, []int) {
-	return file_shim_v1_shim_proto_rawDescGZIP(), []int{3}
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{5}
 }
 
 type StartResponse struct {
@@ -300,7 +381,7 @@ type StartResponse struct {
 
 func (x *StartResponse) Reset() {
 	*x = StartResponse{}
-	mi := &file_shim_v1_shim_proto_msgTypes[4]
+	mi := &file_shim_v1_shim_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -312,7 +393,7 @@ func (x *StartResponse) String() string {
 func (*StartResponse) ProtoMessage() {}
 
 func (x *StartResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_v1_shim_proto_msgTypes[4]
+	mi := &file_shim_v1_shim_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -325,7 +406,7 @@ func (x *StartResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartResponse.ProtoReflect.Descriptor instead.
 func (*StartResponse) Descriptor() ([]byte, []int) {
-	return file_shim_v1_shim_proto_rawDescGZIP(), []int{4}
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StartResponse) GetPid() int32 {
@@ -345,7 +426,7 @@ type KillRequest struct {
 
 func (x *KillRequest) Reset() {
 	*x = KillRequest{}
-	mi := &file_shim_v1_shim_proto_msgTypes[5]
+	mi := &file_shim_v1_shim_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -357,7 +438,7 @@ func (x *KillRequest) String() string {
 func (*KillRequest) ProtoMessage() {}
 
 func (x *KillRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_v1_shim_proto_msgTypes[5]
+	mi := &file_shim_v1_shim_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -370,7 +451,7 @@ func (x *KillRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillRequest.ProtoReflect.Descriptor instead.
 func (*KillRequest) Descriptor() ([]byte, []int) {
-	return file_shim_v1_shim_proto_rawDescGZIP(), []int{5}
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *KillRequest) GetSignal() int32 {
@@ -395,7 +476,7 @@ type KillResponse struct {
 
 func (x *KillResponse) Reset() {
 	*x = KillResponse{}
-	mi := &file_shim_v1_shim_proto_msgTypes[6]
+	mi := &file_shim_v1_shim_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -407,7 +488,7 @@ func (x *KillResponse) String() string {
 func (*KillResponse) ProtoMessage() {}
 
 func (x *KillResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_v1_shim_proto_msgTypes[6]
+	mi := &file_shim_v1_shim_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -420,7 +501,7 @@ func (x *KillResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillResponse.ProtoReflect.Descriptor instead.
 func (*KillResponse) Descriptor() ([]byte, []int) {
-	return file_shim_v1_shim_proto_rawDescGZIP(), []int{6}
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{8}
 }
 
 type WaitRequest struct {
@@ -431,7 +512,7 @@ type WaitRequest struct {
 
 func (x *WaitRequest) Reset() {
 	*x = WaitRequest{}
-	mi := &file_shim_v1_shim_proto_msgTypes[7]
+	mi := &file_shim_v1_shim_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -443,7 +524,7 @@ func (x *WaitRequest) String() string {
 func (*WaitRequest) ProtoMessage() {}
 
 func (x *WaitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_v1_shim_proto_msgTypes[7]
+	mi := &file_shim_v1_shim_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -456,7 +537,7 @@ func (x *WaitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitRequest.ProtoReflect.Descriptor instead.
 func (*WaitRequest) Descriptor() ([]byte, []int) {
-	return file_shim_v1_shim_proto_rawDescGZIP(), []int{7}
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{9}
 }
 
 type WaitResponse struct {
@@ -469,7 +550,7 @@ type WaitResponse struct {
 
 func (x *WaitResponse) Reset() {
 	*x = WaitResponse{}
-	mi := &file_shim_v1_shim_proto_msgTypes[8]
+	mi := &file_shim_v1_shim_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -481,7 +562,7 @@ func (x *WaitResponse) String() string {
 func (*WaitResponse) ProtoMessage() {}
 
 func (x *WaitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_v1_shim_proto_msgTypes[8]
+	mi := &file_shim_v1_shim_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -494,7 +575,7 @@ func (x *WaitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitResponse.ProtoReflect.Descriptor instead.
 func (*WaitResponse) Descriptor() ([]byte, []int) {
-	return file_shim_v1_shim_proto_rawDescGZIP(), []int{8}
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *WaitResponse) GetExitCode() int32 {
@@ -523,7 +604,7 @@ type ExecRequest struct {
 
 func (x *ExecRequest) Reset() {
 	*x = ExecRequest{}
-	mi := &file_shim_v1_shim_proto_msgTypes[9]
+	mi := &file_shim_v1_shim_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -535,7 +616,7 @@ func (x *ExecRequest) String() string {
 func (*ExecRequest) ProtoMessage() {}
 
 func (x *ExecRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_v1_shim_proto_msgTypes[9]
+	mi := &file_shim_v1_shim_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -548,7 +629,7 @@ func (x *ExecRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecRequest.ProtoReflect.Descriptor instead.
 func (*ExecRequest) Descriptor() ([]byte, []int) {
-	return file_shim_v1_shim_proto_rawDescGZIP(), []int{9}
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ExecRequest) GetArgs() []string {
@@ -592,7 +673,7 @@ type ExecOutput struct {
 
 func (x *ExecOutput) Reset() {
 	*x = ExecOutput{}
-	mi := &file_shim_v1_shim_proto_msgTypes[10]
+	mi := &file_shim_v1_shim_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -604,7 +685,7 @@ func (x *ExecOutput) String() string {
 func (*ExecOutput) ProtoMessage() {}
 
 func (x *ExecOutput) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_v1_shim_proto_msgTypes[10]
+	mi := &file_shim_v1_shim_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -617,7 +698,7 @@ func (x *ExecOutput) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecOutput.ProtoReflect.Descriptor instead.
 func (*ExecOutput) Descriptor() ([]byte, []int) {
-	return file_shim_v1_shim_proto_rawDescGZIP(), []int{10}
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ExecOutput) GetStream() int32 {
@@ -657,7 +738,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_shim_v1_shim_proto_msgTypes[11]
+	mi := &file_shim_v1_shim_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -669,7 +750,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_v1_shim_proto_msgTypes[11]
+	mi := &file_shim_v1_shim_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -682,7 +763,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_shim_v1_shim_proto_rawDescGZIP(), []int{11}
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DeleteRequest) GetForce() bool {
@@ -700,7 +781,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_shim_v1_shim_proto_msgTypes[12]
+	mi := &file_shim_v1_shim_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -712,7 +793,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_v1_shim_proto_msgTypes[12]
+	mi := &file_shim_v1_shim_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -725,7 +806,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_shim_v1_shim_proto_rawDescGZIP(), []int{12}
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{14}
 }
 
 type CheckpointRequest struct {
@@ -738,14 +819,17 @@ type CheckpointRequest struct {
 	// LazyCheckpoint only: the container runs, and the shim freezes it once
 	// CRIU is started (CRIU's start is then not downtime); the ready event says
 	// when. Without it the container must be paused already.
-	Pause         bool `protobuf:"varint,4,opt,name=pause,proto3" json:"pause,omitempty"`
+	Pause bool `protobuf:"varint,4,opt,name=pause,proto3" json:"pause,omitempty"`
+	// The checkpoint leaves the container's log files out (a move sends them after
+	// the restore, outside the downtime).
+	NoLogs        bool `protobuf:"varint,5,opt,name=no_logs,json=noLogs,proto3" json:"no_logs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CheckpointRequest) Reset() {
 	*x = CheckpointRequest{}
-	mi := &file_shim_v1_shim_proto_msgTypes[13]
+	mi := &file_shim_v1_shim_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -757,7 +841,7 @@ func (x *CheckpointRequest) String() string {
 func (*CheckpointRequest) ProtoMessage() {}
 
 func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_v1_shim_proto_msgTypes[13]
+	mi := &file_shim_v1_shim_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -770,7 +854,7 @@ func (x *CheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_shim_v1_shim_proto_rawDescGZIP(), []int{13}
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CheckpointRequest) GetDir() string {
@@ -801,6 +885,13 @@ func (x *CheckpointRequest) GetPause() bool {
 	return false
 }
 
+func (x *CheckpointRequest) GetNoLogs() bool {
+	if x != nil {
+		return x.NoLogs
+	}
+	return false
+}
+
 type CheckpointResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// How long the container was frozen.
@@ -813,7 +904,7 @@ type CheckpointResponse struct {
 
 func (x *CheckpointResponse) Reset() {
 	*x = CheckpointResponse{}
-	mi := &file_shim_v1_shim_proto_msgTypes[14]
+	mi := &file_shim_v1_shim_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -825,7 +916,7 @@ func (x *CheckpointResponse) String() string {
 func (*CheckpointResponse) ProtoMessage() {}
 
 func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shim_v1_shim_proto_msgTypes[14]
+	mi := &file_shim_v1_shim_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -838,7 +929,7 @@ func (x *CheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointResponse.ProtoReflect.Descriptor instead.
 func (*CheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_shim_v1_shim_proto_rawDescGZIP(), []int{14}
+	return file_shim_v1_shim_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CheckpointResponse) GetDowntimeNs() int64 {
@@ -859,7 +950,10 @@ var File_shim_v1_shim_proto protoreflect.FileDescriptor
 
 const file_shim_v1_shim_proto_rawDesc = "" +
 	"\n" +
-	"\x12shim/v1/shim.proto\x12\x0fmigrate.shim.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa1\x01\n" +
+	"\x12shim/v1/shim.proto\x12\x0fmigrate.shim.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"$\n" +
+	"\x10AdoptLogsRequest\x12\x10\n" +
+	"\x03dir\x18\x01 \x01(\tR\x03dir\"\x13\n" +
+	"\x11AdoptLogsResponse\"\xa1\x01\n" +
 	"\x13LazyCheckpointEvent\x12\x14\n" +
 	"\x05ready\x18\x01 \x01(\bR\x05ready\x12\x12\n" +
 	"\x04port\x18\x02 \x01(\x05R\x04port\x12\x1f\n" +
@@ -907,16 +1001,17 @@ const file_shim_v1_shim_proto_rawDesc = "" +
 	"\texit_code\x18\x04 \x01(\x05R\bexitCode\"%\n" +
 	"\rDeleteRequest\x12\x14\n" +
 	"\x05force\x18\x01 \x01(\bR\x05force\"\x10\n" +
-	"\x0eDeleteResponse\"p\n" +
+	"\x0eDeleteResponse\"\x89\x01\n" +
 	"\x11CheckpointRequest\x12\x10\n" +
 	"\x03dir\x18\x01 \x01(\tR\x03dir\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12#\n" +
 	"\rleave_running\x18\x03 \x01(\bR\fleaveRunning\x12\x14\n" +
-	"\x05pause\x18\x04 \x01(\bR\x05pause\"K\n" +
+	"\x05pause\x18\x04 \x01(\bR\x05pause\x12\x17\n" +
+	"\ano_logs\x18\x05 \x01(\bR\x06noLogs\"K\n" +
 	"\x12CheckpointResponse\x12\x1f\n" +
 	"\vdowntime_ns\x18\x01 \x01(\x03R\n" +
 	"downtimeNs\x12\x14\n" +
-	"\x05bytes\x18\x02 \x01(\x03R\x05bytes2\xe5\x04\n" +
+	"\x05bytes\x18\x02 \x01(\x03R\x05bytes2\xb9\x05\n" +
 	"\x04Shim\x12F\n" +
 	"\x05State\x12\x1d.migrate.shim.v1.StateRequest\x1a\x1e.migrate.shim.v1.StateResponse\x12F\n" +
 	"\x05Start\x12\x1d.migrate.shim.v1.StartRequest\x1a\x1e.migrate.shim.v1.StartResponse\x12C\n" +
@@ -926,7 +1021,8 @@ const file_shim_v1_shim_proto_rawDesc = "" +
 	"\x06Delete\x12\x1e.migrate.shim.v1.DeleteRequest\x1a\x1f.migrate.shim.v1.DeleteResponse\x12U\n" +
 	"\n" +
 	"Checkpoint\x12\".migrate.shim.v1.CheckpointRequest\x1a#.migrate.shim.v1.CheckpointResponse\x12\\\n" +
-	"\x0eLazyCheckpoint\x12\".migrate.shim.v1.CheckpointRequest\x1a$.migrate.shim.v1.LazyCheckpointEvent0\x01B1Z/github.com/migratehq/migrate/api/shim/v1;shimv1b\x06proto3"
+	"\x0eLazyCheckpoint\x12\".migrate.shim.v1.CheckpointRequest\x1a$.migrate.shim.v1.LazyCheckpointEvent0\x01\x12R\n" +
+	"\tAdoptLogs\x12!.migrate.shim.v1.AdoptLogsRequest\x1a\".migrate.shim.v1.AdoptLogsResponseB1Z/github.com/migratehq/migrate/api/shim/v1;shimv1b\x06proto3"
 
 var (
 	file_shim_v1_shim_proto_rawDescOnce sync.Once
@@ -940,47 +1036,51 @@ func file_shim_v1_shim_proto_rawDescGZIP() []byte {
 	return file_shim_v1_shim_proto_rawDescData
 }
 
-var file_shim_v1_shim_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_shim_v1_shim_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_shim_v1_shim_proto_goTypes = []any{
-	(*LazyCheckpointEvent)(nil),   // 0: migrate.shim.v1.LazyCheckpointEvent
-	(*StateRequest)(nil),          // 1: migrate.shim.v1.StateRequest
-	(*StateResponse)(nil),         // 2: migrate.shim.v1.StateResponse
-	(*StartRequest)(nil),          // 3: migrate.shim.v1.StartRequest
-	(*StartResponse)(nil),         // 4: migrate.shim.v1.StartResponse
-	(*KillRequest)(nil),           // 5: migrate.shim.v1.KillRequest
-	(*KillResponse)(nil),          // 6: migrate.shim.v1.KillResponse
-	(*WaitRequest)(nil),           // 7: migrate.shim.v1.WaitRequest
-	(*WaitResponse)(nil),          // 8: migrate.shim.v1.WaitResponse
-	(*ExecRequest)(nil),           // 9: migrate.shim.v1.ExecRequest
-	(*ExecOutput)(nil),            // 10: migrate.shim.v1.ExecOutput
-	(*DeleteRequest)(nil),         // 11: migrate.shim.v1.DeleteRequest
-	(*DeleteResponse)(nil),        // 12: migrate.shim.v1.DeleteResponse
-	(*CheckpointRequest)(nil),     // 13: migrate.shim.v1.CheckpointRequest
-	(*CheckpointResponse)(nil),    // 14: migrate.shim.v1.CheckpointResponse
-	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(*AdoptLogsRequest)(nil),      // 0: migrate.shim.v1.AdoptLogsRequest
+	(*AdoptLogsResponse)(nil),     // 1: migrate.shim.v1.AdoptLogsResponse
+	(*LazyCheckpointEvent)(nil),   // 2: migrate.shim.v1.LazyCheckpointEvent
+	(*StateRequest)(nil),          // 3: migrate.shim.v1.StateRequest
+	(*StateResponse)(nil),         // 4: migrate.shim.v1.StateResponse
+	(*StartRequest)(nil),          // 5: migrate.shim.v1.StartRequest
+	(*StartResponse)(nil),         // 6: migrate.shim.v1.StartResponse
+	(*KillRequest)(nil),           // 7: migrate.shim.v1.KillRequest
+	(*KillResponse)(nil),          // 8: migrate.shim.v1.KillResponse
+	(*WaitRequest)(nil),           // 9: migrate.shim.v1.WaitRequest
+	(*WaitResponse)(nil),          // 10: migrate.shim.v1.WaitResponse
+	(*ExecRequest)(nil),           // 11: migrate.shim.v1.ExecRequest
+	(*ExecOutput)(nil),            // 12: migrate.shim.v1.ExecOutput
+	(*DeleteRequest)(nil),         // 13: migrate.shim.v1.DeleteRequest
+	(*DeleteResponse)(nil),        // 14: migrate.shim.v1.DeleteResponse
+	(*CheckpointRequest)(nil),     // 15: migrate.shim.v1.CheckpointRequest
+	(*CheckpointResponse)(nil),    // 16: migrate.shim.v1.CheckpointResponse
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
 }
 var file_shim_v1_shim_proto_depIdxs = []int32{
-	15, // 0: migrate.shim.v1.StateResponse.exited_at:type_name -> google.protobuf.Timestamp
-	15, // 1: migrate.shim.v1.StateResponse.started_at:type_name -> google.protobuf.Timestamp
-	15, // 2: migrate.shim.v1.WaitResponse.exited_at:type_name -> google.protobuf.Timestamp
-	1,  // 3: migrate.shim.v1.Shim.State:input_type -> migrate.shim.v1.StateRequest
-	3,  // 4: migrate.shim.v1.Shim.Start:input_type -> migrate.shim.v1.StartRequest
-	5,  // 5: migrate.shim.v1.Shim.Kill:input_type -> migrate.shim.v1.KillRequest
-	7,  // 6: migrate.shim.v1.Shim.Wait:input_type -> migrate.shim.v1.WaitRequest
-	9,  // 7: migrate.shim.v1.Shim.Exec:input_type -> migrate.shim.v1.ExecRequest
-	11, // 8: migrate.shim.v1.Shim.Delete:input_type -> migrate.shim.v1.DeleteRequest
-	13, // 9: migrate.shim.v1.Shim.Checkpoint:input_type -> migrate.shim.v1.CheckpointRequest
-	13, // 10: migrate.shim.v1.Shim.LazyCheckpoint:input_type -> migrate.shim.v1.CheckpointRequest
-	2,  // 11: migrate.shim.v1.Shim.State:output_type -> migrate.shim.v1.StateResponse
-	4,  // 12: migrate.shim.v1.Shim.Start:output_type -> migrate.shim.v1.StartResponse
-	6,  // 13: migrate.shim.v1.Shim.Kill:output_type -> migrate.shim.v1.KillResponse
-	8,  // 14: migrate.shim.v1.Shim.Wait:output_type -> migrate.shim.v1.WaitResponse
-	10, // 15: migrate.shim.v1.Shim.Exec:output_type -> migrate.shim.v1.ExecOutput
-	12, // 16: migrate.shim.v1.Shim.Delete:output_type -> migrate.shim.v1.DeleteResponse
-	14, // 17: migrate.shim.v1.Shim.Checkpoint:output_type -> migrate.shim.v1.CheckpointResponse
-	0,  // 18: migrate.shim.v1.Shim.LazyCheckpoint:output_type -> migrate.shim.v1.LazyCheckpointEvent
-	11, // [11:19] is the sub-list for method output_type
-	3,  // [3:11] is the sub-list for method input_type
+	17, // 0: migrate.shim.v1.StateResponse.exited_at:type_name -> google.protobuf.Timestamp
+	17, // 1: migrate.shim.v1.StateResponse.started_at:type_name -> google.protobuf.Timestamp
+	17, // 2: migrate.shim.v1.WaitResponse.exited_at:type_name -> google.protobuf.Timestamp
+	3,  // 3: migrate.shim.v1.Shim.State:input_type -> migrate.shim.v1.StateRequest
+	5,  // 4: migrate.shim.v1.Shim.Start:input_type -> migrate.shim.v1.StartRequest
+	7,  // 5: migrate.shim.v1.Shim.Kill:input_type -> migrate.shim.v1.KillRequest
+	9,  // 6: migrate.shim.v1.Shim.Wait:input_type -> migrate.shim.v1.WaitRequest
+	11, // 7: migrate.shim.v1.Shim.Exec:input_type -> migrate.shim.v1.ExecRequest
+	13, // 8: migrate.shim.v1.Shim.Delete:input_type -> migrate.shim.v1.DeleteRequest
+	15, // 9: migrate.shim.v1.Shim.Checkpoint:input_type -> migrate.shim.v1.CheckpointRequest
+	15, // 10: migrate.shim.v1.Shim.LazyCheckpoint:input_type -> migrate.shim.v1.CheckpointRequest
+	0,  // 11: migrate.shim.v1.Shim.AdoptLogs:input_type -> migrate.shim.v1.AdoptLogsRequest
+	4,  // 12: migrate.shim.v1.Shim.State:output_type -> migrate.shim.v1.StateResponse
+	6,  // 13: migrate.shim.v1.Shim.Start:output_type -> migrate.shim.v1.StartResponse
+	8,  // 14: migrate.shim.v1.Shim.Kill:output_type -> migrate.shim.v1.KillResponse
+	10, // 15: migrate.shim.v1.Shim.Wait:output_type -> migrate.shim.v1.WaitResponse
+	12, // 16: migrate.shim.v1.Shim.Exec:output_type -> migrate.shim.v1.ExecOutput
+	14, // 17: migrate.shim.v1.Shim.Delete:output_type -> migrate.shim.v1.DeleteResponse
+	16, // 18: migrate.shim.v1.Shim.Checkpoint:output_type -> migrate.shim.v1.CheckpointResponse
+	2,  // 19: migrate.shim.v1.Shim.LazyCheckpoint:output_type -> migrate.shim.v1.LazyCheckpointEvent
+	1,  // 20: migrate.shim.v1.Shim.AdoptLogs:output_type -> migrate.shim.v1.AdoptLogsResponse
+	12, // [12:21] is the sub-list for method output_type
+	3,  // [3:12] is the sub-list for method input_type
 	3,  // [3:3] is the sub-list for extension type_name
 	3,  // [3:3] is the sub-list for extension extendee
 	0,  // [0:3] is the sub-list for field type_name
@@ -997,7 +1097,7 @@ func file_shim_v1_shim_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shim_v1_shim_proto_rawDesc), len(file_shim_v1_shim_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,6 +27,7 @@ const (
 	Shim_Delete_FullMethodName         = "/migrate.shim.v1.Shim/Delete"
 	Shim_Checkpoint_FullMethodName     = "/migrate.shim.v1.Shim/Checkpoint"
 	Shim_LazyCheckpoint_FullMethodName = "/migrate.shim.v1.Shim/LazyCheckpoint"
+	Shim_AdoptLogs_FullMethodName      = "/migrate.shim.v1.Shim/AdoptLogs"
 )
 
 // ShimClient is the client API for Shim service.
@@ -54,6 +55,9 @@ type ShimClient interface {
 	// (OK) or with the error that stopped it. Cancelling the call kills CRIU: the
 	// container stays paused.
 	LazyCheckpoint(ctx context.Context, in *CheckpointRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[LazyCheckpointEvent], error)
+	// AdoptLogs makes the log files in dir (the container's log before a move,
+	// which its checkpoint left out) the oldest part of the container's log.
+	AdoptLogs(ctx context.Context, in *AdoptLogsRequest, opts ...grpc.CallOption) (*AdoptLogsResponse, error)
 }
 
 type shimClient struct {
@@ -162,6 +166,16 @@ func (c *shimClient) LazyCheckpoint(ctx context.Context, in *CheckpointRequest, 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Shim_LazyCheckpointClient = grpc.ServerStreamingClient[LazyCheckpointEvent]
 
+func (c *shimClient) AdoptLogs(ctx context.Context, in *AdoptLogsRequest, opts ...grpc.CallOption) (*AdoptLogsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AdoptLogsResponse)
+	err := c.cc.Invoke(ctx, Shim_AdoptLogs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ShimServer is the server API for Shim service.
 // All implementations must embed UnimplementedShimServer
 // for forward compatibility.
@@ -187,6 +201,9 @@ type ShimServer interface {
 	// (OK) or with the error that stopped it. Cancelling the call kills CRIU: the
 	// container stays paused.
 	LazyCheckpoint(*CheckpointRequest, grpc.ServerStreamingServer[LazyCheckpointEvent]) error
+	// AdoptLogs makes the log files in dir (the container's log before a move,
+	// which its checkpoint left out) the oldest part of the container's log.
+	AdoptLogs(context.Context, *AdoptLogsRequest) (*AdoptLogsResponse, error)
 	mustEmbedUnimplementedShimServer()
 }
 
@@ -220,6 +237,9 @@ func (UnimplementedShimServer) Checkpoint(context.Context, *CheckpointRequest) (
 }
 func (UnimplementedShimServer) LazyCheckpoint(*CheckpointRequest, grpc.ServerStreamingServer[LazyCheckpointEvent]) error {
 	return status.Error(codes.Unimplemented, "method LazyCheckpoint not implemented")
+}
+func (UnimplementedShimServer) AdoptLogs(context.Context, *AdoptLogsRequest) (*AdoptLogsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AdoptLogs not implemented")
 }
 func (UnimplementedShimServer) mustEmbedUnimplementedShimServer() {}
 func (UnimplementedShimServer) testEmbeddedByValue()              {}
@@ -372,6 +392,24 @@ func _Shim_LazyCheckpoint_Handler(srv interface{}, stream grpc.ServerStream) err
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Shim_LazyCheckpointServer = grpc.ServerStreamingServer[LazyCheckpointEvent]
 
+func _Shim_AdoptLogs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AdoptLogsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ShimServer).AdoptLogs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Shim_AdoptLogs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ShimServer).AdoptLogs(ctx, req.(*AdoptLogsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Shim_ServiceDesc is the grpc.ServiceDesc for Shim service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -402,6 +440,10 @@ var Shim_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Checkpoint",
 			Handler:    _Shim_Checkpoint_Handler,
+		},
+		{
+			MethodName: "AdoptLogs",
+			Handler:    _Shim_AdoptLogs_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
