@@ -329,7 +329,6 @@ func (s *Service) prepareBase(p movePlan, work string, res *migratev1.MoveResult
 	return nil
 }
 
-// pauseForMove freezes the container: from here it runs nowhere until the move
 // moveContainer is the runtime's handle of the container a move takes.
 func (s *Service) moveContainer(p movePlan) (*container.Container, error) {
 	rt, err := container.New(s.cfg.RuntimeDir())
@@ -343,6 +342,7 @@ func (s *Service) moveContainer(p movePlan) (*container.Container, error) {
 	return ct, nil
 }
 
+// pauseForMove freezes the container: from here it runs nowhere until the move
 // ends. It returns the container and when it was frozen (downtime starts).
 func (s *Service) pauseForMove(p movePlan, report func(progress)) (*container.Container, time.Time, error) {
 	ct, err := s.moveContainer(p)
