@@ -49,7 +49,7 @@ func TestStandbyCloseAndGone(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = sb.cmd.Process.Kill()
-	time.Sleep(50 * time.Millisecond)
+	_, _ = sb.cmd.Process.Wait() // dead: its end of the options pipe is closed
 	_, err = sb.Use(SpawnOptions{Options: Options{ID: "gone", Dir: t.TempDir()}})
 	if !errors.Is(err, ErrStandbyGone) {
 		t.Fatalf("Use of a dead standby: %v, want ErrStandbyGone", err)
