@@ -19,6 +19,7 @@ import (
 	"github.com/migratehq/migrate/agent/checkpoint"
 	migratev1 "github.com/migratehq/migrate/api/migrate/v1"
 	shimv1 "github.com/migratehq/migrate/api/shim/v1"
+	"github.com/migratehq/migrate/runtime/atomicfile"
 	"github.com/migratehq/migrate/runtime/cgroups"
 	"github.com/migratehq/migrate/runtime/container"
 	"github.com/migratehq/migrate/transfer"
@@ -224,11 +225,8 @@ func (s *Service) ownCgroup(ckpt string, m *checkpoint.Manifest, id string) erro
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(ckpt, "."+checkpoint.ManifestName+".tmp")
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(ckpt, checkpoint.ManifestName))
+	// Atomic, not durable: the incoming copy is discarded after a crash.
+	return atomicfile.WriteFileNoSync(filepath.Join(ckpt, checkpoint.ManifestName), data, 0o600)
 }
 
 // resolveCgroup is the cgroup path (relative to a hierarchy root) the runtime

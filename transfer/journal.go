@@ -8,7 +8,8 @@ import (
 	"hash/crc32"
 	"io/fs"
 	"os"
-	"path/filepath"
+
+	"github.com/migratehq/migrate/runtime/atomicfile"
 )
 
 // The journal lists completed chunks of a transfer: an 8-byte magic, then 12-byte
@@ -146,35 +147,12 @@ func (j *journal) close() error {
 }
 
 // writeFileAtomic writes data to path through a temporary file in the same
-// directory: write, fsync, rename, fsync the directory; without the fsyncs
-// unless sync.
+// directory and a rename; with sync, durably (atomicfile.WriteFile).
 func writeFileAtomic(path string, data []byte, sync bool) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
 	if sync {
-		if err := tmp.Sync(); err != nil {
-			tmp.Close()
-			return err
-		}
+		return atomicfile.WriteFile(path, data, 0o600)
 	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	if !sync {
-		return nil
-	}
-	return syncDir(dir)
+	return atomicfile.WriteFileNoSync(path, data, 0o600)
 }
 
 func syncDir(dir string) error {

@@ -204,7 +204,7 @@ func (w *Writer) Adopt(src string) error {
 			if !errors.Is(err, syscall.EXDEV) {
 				return fmt.Errorf("adopt log %s: %w", from, err)
 			}
-			if err := copyFile(to, from); err != nil {
+			if err := CopyFile(to, from); err != nil {
 				return fmt.Errorf("adopt log %s: %w", from, err)
 			}
 		}
@@ -217,7 +217,7 @@ func (w *Writer) Adopt(src string) error {
 func (w *Writer) join(older string) error {
 	cur := filepath.Join(w.dir, FileName)
 	tmp := filepath.Join(w.dir, "."+FileName+".adopt")
-	if err := copyFile(tmp, older); err != nil {
+	if err := CopyFile(tmp, older); err != nil {
 		os.Remove(tmp)
 		return err
 	}
@@ -243,7 +243,8 @@ func (w *Writer) join(older string) error {
 	return w.open()
 }
 
-func copyFile(dst, src string) error {
+// CopyFile copies the log file src to dst (created or truncated, 0640).
+func CopyFile(dst, src string) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err

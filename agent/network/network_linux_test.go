@@ -28,16 +28,7 @@ func hostNS(t *testing.T) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = removeNetNS(path) })
-	ns, err := netns.GetFromPath(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
+	h := handleAt(t, path)
 	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}
 	if err := h.LinkAdd(br); err != nil {
 		t.Fatal(err)

@@ -149,19 +149,11 @@ func restoreLogs(ckpt, dir string, maxFiles int, link bool) error {
 		if link && os.Link(from, dst) == nil {
 			continue // the log writer appends to it: the checkpoint goes anyway
 		}
-		if err := copyFile(dst, from); err != nil {
+		if err := logs.CopyFile(dst, from); err != nil {
 			return fmt.Errorf("restore logs: %w", err)
 		}
 	}
 	return nil
-}
-
-func copyFile(dst, src string) error {
-	b, err := os.ReadFile(src)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(dst, b, 0o640)
 }
 
 // checkpointer is the container's CRIU front end with what the agent probed.

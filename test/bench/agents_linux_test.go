@@ -2,21 +2,18 @@ package bench
 
 import (
 	"bytes"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/migratehq/migrate/agent/pki"
+	"github.com/migratehq/migrate/test/testutil"
 )
 
 // benchAgent is one migrated daemon started by a benchmark, driven with
@@ -186,15 +183,7 @@ func (a *benchAgent) stop(b *testing.B) {
 			}
 		}
 	}
-	_ = a.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = a.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = a.cmd.Process.Kill()
-		<-done
-	}
+	testutil.StopProcess(a.cmd)
 	a.cmd = nil
 }
 
@@ -220,34 +209,7 @@ func (a *benchAgent) move(b *testing.B, id, to string) moveSummary {
 		args = append(args, "--mode", mode)
 	}
 	out := a.must(b, args...)
-	return *lastMove[moveSummary](b, out)
-}
-
-// lastMove decodes the stream of `move -o json` events and returns the move
-// result of the last event that has one.
-func lastMove[T any](b *testing.B, out string) *T {
-	b.Helper()
-	dec := json.NewDecoder(strings.NewReader(out))
-	var last *T
-	for {
-		var ev struct {
-			Move *T `json:"move"`
-		}
-		err := dec.Decode(&ev)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			b.Fatalf("move -o json: %v: %s", err, out)
-		}
-		if ev.Move != nil {
-			last = ev.Move
-		}
-	}
-	if last == nil {
-		b.Fatalf("move -o json: no move result in %s", out)
-	}
-	return last
+	return *testutil.LastMove[moveSummary](b, out)
 }
 
 // parseDur reads a protojson duration ("1.234s").

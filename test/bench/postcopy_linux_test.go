@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/migratehq/migrate/criu"
+	"github.com/migratehq/migrate/test/testutil"
 )
 
 // postcopySample is one move of a ticking memwriter container in one mode.
@@ -171,7 +172,7 @@ func postcopyMove(b *testing.B, n1, n2 *benchAgent, bundle string, mib int, mode
 	out := n1.must(b, "move", id, "--to", "n2", "--mode", mode, "-o", "json")
 	t1 := time.Now()
 	total := t1.Sub(t0)
-	last := lastMove[struct {
+	last := testutil.LastMove[struct {
 		moveSummary
 		LazyPages string `json:"lazyPages"`
 		LazyBytes string `json:"lazyBytes"`

@@ -1,15 +1,14 @@
 package e2e
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/migratehq/migrate/test/testutil"
 )
 
 // moveSummary is the result of `move -o json` (the last event's move).
@@ -28,34 +27,7 @@ type moveSummary struct {
 func moveJSON(t *testing.T, a *agent, id, to string) moveSummary {
 	t.Helper()
 	r := must(t, a.ctl("move", id, "--to", to, "-o", "json"), "move "+id+" to "+to)
-	return lastMove[moveSummary](t, r.stdout)
-}
-
-// lastMove decodes the stream of `move -o json` events and returns the move
-// result of the last event that has one.
-func lastMove[T any](t *testing.T, stdout string) T {
-	t.Helper()
-	dec := json.NewDecoder(strings.NewReader(stdout))
-	var last *T
-	for {
-		var ev struct {
-			Move *T `json:"move"`
-		}
-		err := dec.Decode(&ev)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("move -o json: %v: %s", err, stdout)
-		}
-		if ev.Move != nil {
-			last = ev.Move
-		}
-	}
-	if last == nil {
-		t.Fatalf("move -o json: no move result in %s", stdout)
-	}
-	return *last
+	return *testutil.LastMove[moveSummary](t, r.stdout)
 }
 
 // movePair starts two agents that are each other's peers, with certificates of one

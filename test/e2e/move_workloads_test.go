@@ -24,7 +24,7 @@ func moveCold(t *testing.T, a *agent, id, to string) moveSummary {
 	t.Helper()
 	r := must(t, runCtl(t, []string{"timeout", "300"}, "--socket", a.sock, "move", id, "--to", to, "--mode", "cold", "-o", "json"),
 		"move "+id+" to "+to)
-	return lastMove[moveSummary](t, r.stdout)
+	return *testutil.LastMove[moveSummary](t, r.stdout)
 }
 
 // logMove reports a move's figures in the test log and checks its downtime.

@@ -30,7 +30,7 @@ type postcopySummary struct {
 func movePostcopyJSON(t *testing.T, a *agent, id, to string, args ...string) postcopySummary {
 	t.Helper()
 	r := must(t, a.ctl(append([]string{"move", id, "--to", to, "-o", "json"}, args...)...), "move "+id+" to "+to)
-	last := lastMove[postcopySummary](t, r.stdout)
+	last := *testutil.LastMove[postcopySummary](t, r.stdout)
 	t.Logf("move %s -> %s (%s: %s): downtime %s (dump %s, transfer %s, restore %s), lazy phase %s for %s B, raw %s B",
 		last.From, last.To, last.Mode, last.ModeReason, last.Downtime, last.Dump, last.Transfer, last.Restore, last.LazyPages, last.LazyBytes, last.RawBytes)
 	return last

@@ -2,10 +2,15 @@ package testutil
 
 import (
 	"encoding/json"
+	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -139,5 +144,45 @@ func requireFixture(t testing.TB, what, path string) {
 	t.Helper()
 	if _, err := os.Stat(path); err != nil {
 		t.Fatalf("%s fixture missing (%v): run `make fixtures` as root to build it (cache: %s, set by MIGRATE_CACHE)", what, err, Cache())
+	}
+}
+
+// LastMove decodes the stream of `migratectl move -o json` events in out and
+// returns the move result of the last event that has one.
+func LastMove[T any](tb testing.TB, out string) *T {
+	tb.Helper()
+	dec := json.NewDecoder(strings.NewReader(out))
+	var last *T
+	for {
+		var ev struct {
+			Move *T `json:"move"`
+		}
+		err := dec.Decode(&ev)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			tb.Fatalf("move -o json: %v: %s", err, out)
+		}
+		if ev.Move != nil {
+			last = ev.Move
+		}
+	}
+	if last == nil {
+		tb.Fatalf("move -o json: no move result in %s", out)
+	}
+	return last
+}
+
+// StopProcess stops a started agent: SIGTERM, then SIGKILL after 10 s.
+func StopProcess(cmd *exec.Cmd) {
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
 	}
 }
