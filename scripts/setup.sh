@@ -5,6 +5,7 @@
 # when everything is present.
 set -euo pipefail
 
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CRIU=${CRIU:-/usr/local/sbin/criu}
 CACHE=${MIGRATE_CACHE:-/var/cache/migrate}
 CRIU_MIN=40100 # 4.1.0: first release with the vDSO fix for current kernels (CRIU #2532)
@@ -28,7 +29,7 @@ PKGS=(
 	# metrics tests: a real Prometheus server and promtool (its service is kept off below)
 	prometheus
 	# CRIU build dependencies (bookworm's versions are fine for CRIU 4.x)
-	dpkg-dev libprotobuf-c-dev protobuf-c-compiler libnl-3-dev libnet1-dev libcap-dev
+	dpkg-dev patch libprotobuf-c-dev protobuf-c-compiler libnl-3-dev libnet1-dev libcap-dev
 	libbsd-dev libgnutls28-dev libnftables-dev uuid-dev libprotobuf-dev python3
 )
 
@@ -89,8 +90,22 @@ criu_ok() {
 	[ -x "$CRIU" ] && [ "$(criu_version "$CRIU")" -ge "$CRIU_MIN" ] && "$CRIU" check >/dev/null 2>&1
 }
 
-if ! criu_ok; then
-	log "CRIU >= 4.1 not found at $CRIU: building it from Debian's criu source package"
+# The CRIU this script builds carries the patches in scripts/criu-patches
+# (docs/criu.md, "Patches"); the stamp beside it names the set it was built
+# with, so a changed set rebuilds it. A CRIU this script did not build (no
+# stamp, no build cache) is left as it is: it works, only slower.
+CRIU_PATCHES="$ROOT/scripts/criu-patches"
+CRIU_STAMP=/usr/local/share/migrate/criu-build
+criu_patch_set() {
+	cat "$CRIU_PATCHES"/*.patch 2>/dev/null | sha256sum | cut -d' ' -f1
+}
+criu_stale() {
+	[ -f "$CRIU_STAMP" ] || [ -d "$CACHE/criu-src" ] || return 1
+	[ "$(cat "$CRIU_STAMP" 2>/dev/null)" != "patches $(criu_patch_set)" ]
+}
+
+if ! criu_ok || criu_stale; then
+	log "building CRIU >= 4.1 for $CRIU from Debian's criu source package, with our patches"
 	# Source entries only: they add no binary packages, and the pin keeps it that way
 	# should anyone add binary entries for these suites later.
 	cat >/etc/apt/sources.list.d/migrate-criu-src.sources <<'SRC'
@@ -109,26 +124,42 @@ Package: *
 Pin: release n=sid
 Pin-Priority: -10
 PIN
-	apt_updated=
-	apt_update
 	src="$CACHE/criu-src"
-	rm -rf "$src" && mkdir -p "$src"
+	mkdir -p "$src"
+	find "$src" -mindepth 1 -maxdepth 1 ! -name 'criu_*.orig.tar.*' -exec rm -rf {} +
 	# Only the upstream tarball is needed for 'make criu'; apt verifies its hash against
 	# the signed Sources index. Mirrors sometimes miss a suite's Debian delta, so a
 	# failed fetch of the other pieces is not fatal and the next suite is tried.
-	for suite in sid trixie; do
-		(cd "$src" && apt-get source --download-only -qq "criu/$suite" >/dev/null 2>&1) || true
-		ls "$src"/criu_*.orig.tar.* >/dev/null 2>&1 && break
-	done
+	if ! ls "$src"/criu_*.orig.tar.* >/dev/null 2>&1; then
+		apt_updated=
+		apt_update
+		for suite in sid trixie; do
+			(cd "$src" && apt-get source --download-only -qq "criu/$suite" >/dev/null 2>&1) || true
+			ls "$src"/criu_*.orig.tar.* >/dev/null 2>&1 && break
+		done
+	fi
 	orig=$(ls "$src"/criu_*.orig.tar.* 2>/dev/null | sort -V | tail -n1)
 	[ -n "$orig" ] || die "could not download Debian's criu source (is deb.debian.org reachable?)"
 	tar -C "$src" -xf "$orig"
 	dir=$(find "$src" -maxdepth 1 -mindepth 1 -type d -name 'criu-*' | head -n1)
 	[ -n "$dir" ] || die "criu source package unpacked nothing under $src"
+	# A patch a newer CRIU no longer needs (or no longer takes) is skipped, not fatal.
+	for p in "$CRIU_PATCHES"/*.patch; do
+		[ -f "$p" ] || continue
+		if patch -d "$dir" -p1 --forward --batch --dry-run <"$p" >/dev/null 2>&1; then
+			patch -d "$dir" -p1 --forward --batch <"$p" >/dev/null || die "CRIU patch $(basename "$p") failed"
+			log "applied $(basename "$p")"
+		else
+			log "skipped $(basename "$p"): it does not apply to $(basename "$dir")"
+		fi
+	done
 	log "building $(basename "$dir") (about a minute)"
 	make -C "$dir" -j"$(nproc)" criu >"$src/build.log" 2>&1 || die "CRIU build failed; see $src/build.log"
 	install -D -m 0755 "$dir/criu/criu" "$CRIU"
+	rm -f /run/criu.kdat # its cache of kernel features is per binary
 	criu_ok || die "$CRIU built but 'criu check' fails: run '$CRIU check' to see why"
+	mkdir -p "$(dirname "$CRIU_STAMP")"
+	echo "patches $(criu_patch_set)" >"$CRIU_STAMP"
 	log "installed $("$CRIU" --version | head -n1) to $CRIU"
 fi
 
