@@ -483,17 +483,7 @@ func (s *Service) Inspect(ctx context.Context, r *migratev1.InspectRequest) (*mi
 
 // describe builds the API view of a container, asking its shim for the live state.
 func (s *Service) describe(ctx context.Context, e *entry) (*migratev1.Container, error) {
-	c := &migratev1.Container{Id: e.id, Bundle: e.meta.Bundle, CreatedAt: timestamppb.New(e.meta.Created), Node: s.cfg.Node, Address: s.net.address(e.id)}
-	if b, err := os.ReadFile(filepath.Join(e.meta.Bundle, "config.json")); err == nil {
-		c.Args = specArgs(b)
-	}
-	e.mu.Lock()
-	st := e.state
-	e.mu.Unlock()
-	c.ShimPid = int32(st.ShimPid)
-	if !st.StartedAt.IsZero() {
-		c.StartedAt = timestamppb.New(st.StartedAt)
-	}
+	c := s.describeRecorded(e)
 	client, err := e.shimClient(ctx)
 	if err == nil {
 		sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
@@ -528,6 +518,23 @@ func (s *Service) describe(ctx context.Context, e *entry) (*migratev1.Container,
 	}
 	c.Status = migratev1.ContainerStatus_CONTAINER_STATUS_UNKNOWN
 	return c, nil
+}
+
+// describeRecorded describes e from what the agent and the shim's state file
+// recorded, without asking the shim (no status, pid or exit).
+func (s *Service) describeRecorded(e *entry) *migratev1.Container {
+	c := &migratev1.Container{Id: e.id, Bundle: e.meta.Bundle, CreatedAt: timestamppb.New(e.meta.Created), Node: s.cfg.Node, Address: s.net.address(e.id)}
+	if b, err := os.ReadFile(filepath.Join(e.meta.Bundle, "config.json")); err == nil {
+		c.Args = specArgs(b)
+	}
+	e.mu.Lock()
+	st := e.state
+	e.mu.Unlock()
+	c.ShimPid = int32(st.ShimPid)
+	if !st.StartedAt.IsZero() {
+		c.StartedAt = timestamppb.New(st.StartedAt)
+	}
+	return c
 }
 
 func statusOf(s string) migratev1.ContainerStatus {

@@ -133,13 +133,19 @@ func (s *Service) RestoreMoved(ctx context.Context, r *migratev1.RestoreMovedReq
 		return &migratev1.RestoreMovedResponse{Container: c}, err
 	}
 	// Removed after the reply: the restored container needs none of it (a
-	// lazy-pages daemon keeps the images it opened).
+	// lazy-pages daemon keeps the images it opened). After a lazy restore a
+	// little later: the container's first page faults come first.
 	defer func() {
-		go func() {
+		remove := func() {
 			if err := s.incoming.Remove(r.TransferId); err != nil {
 				s.log.Warn("remove incoming transfer", "transfer", r.TransferId, "err", err)
 			}
-		}()
+		}
+		if r.LazyPages {
+			time.AfterFunc(moveLogsDelay, remove)
+		} else {
+			go remove()
+		}
 	}()
 	if err := s.writeMovedIn(r.TransferId, movedIn{Container: r.ContainerId, From: r.From, State: movedInRestoring}); err != nil {
 		return nil, fmt.Errorf("restore moved %s: %w", r.ContainerId, err)

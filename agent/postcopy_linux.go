@@ -48,6 +48,10 @@ const (
 // hold every page by then (a stalled tunnel is a failed move).
 const moveLazyTimeout = 30 * time.Minute
 
+// moveLogsDelay is how long after a postcopy restore the container's log is
+// sent (at the latest when every page arrived).
+const moveLogsDelay = 250 * time.Millisecond
+
 // errPagesLost marks a postcopy move whose page transfer broke after the
 // target had resumed the container: that copy cannot go on.
 var errPagesLost = errors.New("pages lost")
@@ -362,11 +366,22 @@ func (s *Service) movePostcopy(ctx context.Context, p movePlan, report func(prog
 	s.log.Info("postcopy move: downtime steps on the source", append([]any{"id", p.id, "to", p.to, "downtime", res.Downtime.AsDuration().Round(time.Millisecond).String()}, tm.attrs...)...)
 	res.Container = rr.Container
 	report(progress{phase: "moved", message: fmt.Sprintf("running on %s after %s of downtime; its memory follows", p.to, res.Downtime.AsDuration().Round(time.Millisecond))})
-	s.sendLogs(ctx, p, moveID, report)
+	// The log follows a little later: the resumed container's first page
+	// faults, which it waits on, go first through the same connection and CPUs.
+	logsSent := make(chan struct{})
+	go func() {
+		defer close(logsSent)
+		select {
+		case <-time.After(moveLogsDelay):
+		case <-tun.done:
+		}
+		s.sendLogs(ctx, p, moveID, report)
+	}()
 
 	t0 = time.Now()
 	lerr := s.waitLazy(lazy, tun, report)
 	res.LazyPages = durationpb.New(time.Since(t0))
+	<-logsSent
 	res.LazyBytes = tun.bytes.Load()
 	// The pages went to the target too, uncompressed.
 	res.RawBytes += res.LazyBytes

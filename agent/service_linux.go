@@ -60,7 +60,7 @@ func newService(bg context.Context, cfg *config.Config, o Options, p *peers) *Se
 		// (the source resumes the container), and a base it brings is made
 		// durable when it is imported (importBase).
 		incoming:   &transfer.Receiver{Root: incomingDir(cfg.DataDir), NoSync: true},
-		shims:      &shimPool{exe: o.Exe, log: o.Logger},
+		shims:      &shimPool{exe: o.Exe, criu: cfg.CRIU, log: o.Logger},
 		containers: map[string]*entry{},
 		ckptBusy:   map[string]int{},
 	}

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os/exec"
 	"sync"
+	"time"
 
 	"github.com/migratehq/migrate/agent/shim"
 )
@@ -13,8 +14,9 @@ import (
 // created or restored, a moved one above all, does not wait for a shim
 // process to start. A used standby is replaced in the background.
 type shimPool struct {
-	exe string
-	log *slog.Logger
+	exe  string
+	criu string // CRIU binary the standby starts ahead for a restore
+	log  *slog.Logger
 
 	mu      sync.Mutex
 	standby *shim.Standby // guarded by mu
@@ -32,7 +34,10 @@ func (p *shimPool) spawn(o shim.SpawnOptions) (*exec.Cmd, error) {
 	sb := p.standby
 	p.standby = nil
 	p.mu.Unlock()
-	p.fill()
+	// The next standby starts once this shim is up and a little after: its
+	// exec, and CRIU's it starts, would compete for the CPU with this one's
+	// restore (a move's downtime) on a small node.
+	defer time.AfterFunc(standbyRefillDelay, p.fill)
 	if sb != nil {
 		cmd, err := sb.Use(o)
 		if !errors.Is(err, shim.ErrStandbyGone) {
@@ -42,6 +47,9 @@ func (p *shimPool) spawn(o shim.SpawnOptions) (*exec.Cmd, error) {
 	}
 	return shim.Spawn(o)
 }
+
+// standbyRefillDelay is how long after a spawn the next standby starts.
+const standbyRefillDelay = 300 * time.Millisecond
 
 // fill starts a standby shim in the background if none is ready.
 func (p *shimPool) fill() {
@@ -53,7 +61,7 @@ func (p *shimPool) fill() {
 	p.filling = true
 	p.mu.Unlock()
 	go func() {
-		sb, err := shim.StartStandby(p.exe)
+		sb, err := shim.StartStandby(p.exe, p.criu)
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		p.filling = false

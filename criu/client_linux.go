@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -262,28 +263,57 @@ type call struct {
 	// want is the type of CRIU's final answer when it is not req's type.
 	want     rpc.CriuReqType
 	notify   Notify     // nil: no notifications requested
-	extra    []*os.File // fds 4, 5, ... in swrk
+	extra    []*os.File // fds 4, 5, ... in a fresh swrk
 	logFile  string     // absolute path of CRIU's log, "" if none
-	prepared *Prepared  // swrk to use instead of a fresh one (no extra fds)
+	prepared *Prepared  // swrk to use instead of a fresh one (its own extra fds)
+	// reapLater lets a successful call return before swrk exits (~10 ms of
+	// unmapping here); WaitReaped waits for such exits.
+	reapLater bool
 }
 
 // Prepared is a `criu swrk` started ahead of its request, so that CRIU's
-// exec and start (~30 ms here: it links two dozen shared libraries) are paid
-// before a dump rather than inside it (DumpOptions.Prepared). Requests that
-// hand CRIU fds at its start (restores) cannot use one.
+// exec and start (20-40 ms here: it links two dozen shared libraries) are
+// paid before a dump or restore rather than inside it (DumpOptions.Prepared,
+// RestoreOptions.Prepared). A restore hands CRIU its inherited files at that
+// start: Prepare takes them.
 type Prepared struct {
-	mu sync.Mutex
-	s  *swrk // nil once used or closed
+	mu    sync.Mutex
+	s     *swrk      // nil once used or closed
+	files []*os.File // fds 4, 5, ... in swrk
 }
 
-// Prepare starts swrk for one later dump. The process lives until that dump
-// ends, ctx ends or Close.
-func (c *Client) Prepare(ctx context.Context) (*Prepared, error) {
-	s, err := c.start(ctx, nil)
+// Prepare starts swrk for one later dump or restore, with files open in it
+// from fd 4 on (a restore's InheritFds may then name any of them). The
+// process lives until that call ends, ctx ends or Close.
+func (c *Client) Prepare(ctx context.Context, files ...*os.File) (*Prepared, error) {
+	s, err := c.start(ctx, files)
 	if err != nil {
 		return nil, err
 	}
-	return &Prepared{s: s}, nil
+	return &Prepared{s: s, files: slices.Clone(files)}, nil
+}
+
+// inheritFds returns the fd each of fds' files has in the prepared swrk, or
+// false if one of them was not handed to it. A file named twice needs two
+// fds: CRIU takes each inherited fd over (and closes it).
+func (p *Prepared) inheritFds(fds []InheritFd) ([]int, bool) {
+	nums := make([]int, len(fds))
+	used := make([]bool, len(p.files))
+	for i, f := range fds {
+		j := -1
+		for k, pf := range p.files {
+			if pf == f.File && !used[k] {
+				j = k
+				break
+			}
+		}
+		if j < 0 {
+			return nil, false
+		}
+		used[j] = true
+		nums[i] = 4 + j
+	}
+	return nums, true
 }
 
 // take hands the process to one call.
@@ -301,6 +331,13 @@ func (p *Prepared) Close() {
 		s.close()
 	}
 }
+
+// reaping counts swrk processes of successful calls still exiting.
+var reaping sync.WaitGroup
+
+// WaitReaped waits until every swrk of a call that returned has exited. A
+// process that leaves the cgroup it shares with them calls it first.
+func WaitReaped() { reaping.Wait() }
 
 // do runs a call in a fresh swrk, or the prepared one, and returns CRIU's
 // final response.
@@ -325,7 +362,18 @@ func (c *Client) do(ctx context.Context, cl call) (*rpc.CriuResp, error) {
 			return nil, &Error{Op: cl.op, Err: err}
 		}
 	}
-	defer s.close()
+	ok := false
+	defer func() {
+		if ok && cl.reapLater {
+			reaping.Add(1)
+			go func() {
+				defer reaping.Done()
+				s.close()
+			}()
+			return
+		}
+		s.close()
+	}()
 
 	fail := func(err error, resp *rpc.CriuResp) *Error {
 		s.mu.Lock()
@@ -397,6 +445,7 @@ func (c *Client) do(ctx context.Context, cl call) (*rpc.CriuResp, error) {
 		if resp.GetType() != want {
 			return resp, fail(fmt.Errorf("unexpected response %v to %v", resp.GetType(), cl.req.GetType()), resp)
 		}
+		ok = true
 		return resp, nil
 	}
 }

@@ -209,10 +209,40 @@ func TestDumpRestoreRoundTrip(t *testing.T) {
 
 // TestRestoreInheritFd dumps a counter whose stdout is a pipe we hold, and
 // restores it with that pipe passed as an inherited fd: the restored counter
-// writes its next values into our pipe.
+// writes its next values into our pipe. The restore runs in a fresh swrk, in
+// one prepared with the pipe among other files (at another position than in
+// InheritFds), and in one prepared without it, which must not be used.
 func TestRestoreInheritFd(t *testing.T) {
 	needRoot(t)
 	t.Parallel()
+	for _, tc := range []struct {
+		name     string
+		prepared func(t *testing.T, devnull, w *os.File) *Prepared
+	}{
+		{"fresh swrk", func(*testing.T, *os.File, *os.File) *Prepared { return nil }},
+		{"prepared swrk", func(t *testing.T, devnull, w *os.File) *Prepared {
+			p, err := (&Client{}).Prepare(testCtx(t), w, devnull)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}},
+		{"prepared swrk without the pipe", func(t *testing.T, devnull, _ *os.File) *Prepared {
+			p, err := (&Client{}).Prepare(testCtx(t), devnull)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			restoreInheritFd(t, tc.prepared)
+		})
+	}
+}
+
+func restoreInheritFd(t *testing.T, prepare func(t *testing.T, devnull, w *os.File) *Prepared) {
 	ctx := testCtx(t)
 	c := &Client{}
 	r, w, err := os.Pipe()
@@ -254,7 +284,13 @@ func TestRestoreInheritFd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer devnull.Close()
+	prepared := prepare(t, devnull, w)
+	var preparedPid int
+	if prepared != nil {
+		preparedPid = prepared.s.cmd.Process.Pid
+	}
 	rpid, err := c.Restore(ctx, RestoreOptions{
+		Prepared:   prepared,
 		ImagesDir:  images,
 		RstSibling: true,
 		InheritFds: []InheritFd{{Key: "file[0:1]", File: devnull}, {Key: key, File: w}},
@@ -270,6 +306,13 @@ func TestRestoreInheritFd(t *testing.T) {
 		_ = p.Kill()
 		_, _ = p.Wait()
 	})
+	if prepared != nil && prepared.take() != nil {
+		t.Error("the prepared swrk is still there after the restore")
+	}
+	WaitReaped()
+	if preparedPid != 0 && syscall.Kill(preparedPid, 0) == nil {
+		t.Errorf("prepared swrk %d still runs after the restore", preparedPid)
+	}
 	timeout := time.After(20 * time.Second)
 	for {
 		select {

@@ -141,21 +141,39 @@ func (c *Client) Restore(ctx context.Context, o RestoreOptions, n Notify) (int, 
 		return 0, fmt.Errorf("criu restore: %w", err)
 	}
 	defer d.close()
-	// fd 3 in swrk is its socket; inherited files follow.
-	opts, err := o.rpcOpts(int(d.images.Fd()), d.workFd(), 4)
+	// fd 3 in swrk is its socket; inherited files follow, in a fresh swrk in
+	// the order of o.InheritFds.
+	prepared := o.Prepared
+	fds, ok := []int(nil), false
+	if prepared != nil {
+		if fds, ok = prepared.inheritFds(o.InheritFds); !ok {
+			prepared.Close()
+			prepared = nil
+		}
+	}
+	var extra []*os.File
+	if prepared == nil {
+		fds = make([]int, len(o.InheritFds))
+		for i, f := range o.InheritFds {
+			fds[i] = 4 + i
+			extra = append(extra, f.File)
+		}
+	}
+	opts, err := o.rpcOpts(int(d.images.Fd()), d.workFd(), fds)
 	if err != nil {
+		if prepared != nil {
+			prepared.Close()
+		}
 		return 0, fmt.Errorf("criu restore: %w", err)
 	}
-	extra := make([]*os.File, 0, len(o.InheritFds))
-	for _, f := range o.InheritFds {
-		extra = append(extra, f.File)
-	}
 	resp, err := c.do(ctx, call{
-		op:      "restore",
-		req:     &rpc.CriuReq{Type: rpc.CriuReqType_RESTORE.Enum(), Opts: opts},
-		notify:  n,
-		extra:   extra,
-		logFile: logPath(o.ImagesDir, o.WorkDir, opts.GetLogFile()),
+		op:        "restore",
+		req:       &rpc.CriuReq{Type: rpc.CriuReqType_RESTORE.Enum(), Opts: opts},
+		notify:    n,
+		extra:     extra,
+		logFile:   logPath(o.ImagesDir, o.WorkDir, opts.GetLogFile()),
+		prepared:  prepared,
+		reapLater: true,
 	})
 	if err != nil {
 		return 0, err

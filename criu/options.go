@@ -115,6 +115,10 @@ type InheritFd struct {
 // process (which must then reap it); without, it is re-parented to the nearest
 // child subreaper or init when swrk exits.
 type RestoreOptions struct {
+	// Prepared, when set, is the swrk the restore runs in (Client.Prepare
+	// with every file of InheritFds); if it lacks one, a fresh swrk does
+	// and Prepared is closed.
+	Prepared  *Prepared
 	ImagesDir string
 	WorkDir   string
 	Root      string // root directory the tree is restored in (a container rootfs)
@@ -255,9 +259,8 @@ func (o *DumpOptions) rpcOpts(imagesFd, workFd int, defaultLog string) (*rpc.Cri
 	return r, nil
 }
 
-// rpcOpts converts o for CRIU; inherited files are numbered from firstFd in
-// the order of o.InheritFds.
-func (o *RestoreOptions) rpcOpts(imagesFd, workFd, firstFd int) (*rpc.CriuOpts, error) {
+// rpcOpts converts o for CRIU; fds[i] is the fd of o.InheritFds[i] in swrk.
+func (o *RestoreOptions) rpcOpts(imagesFd, workFd int, fds []int) (*rpc.CriuOpts, error) {
 	if o.ImagesDir == "" {
 		return nil, errors.New("images directory not set")
 	}
@@ -283,7 +286,10 @@ func (o *RestoreOptions) rpcOpts(imagesFd, workFd, firstFd int) (*rpc.CriuOpts, 
 		if f.Key == "" || f.File == nil {
 			return nil, fmt.Errorf("inherit fd %d: key and file are required", i)
 		}
-		r.InheritFd = append(r.InheritFd, &rpc.InheritFd{Key: ptr(f.Key), Fd: ptr(int32(firstFd + i))})
+		if i >= len(fds) {
+			return nil, fmt.Errorf("inherit fd %d: no fd number", i)
+		}
+		r.InheritFd = append(r.InheritFd, &rpc.InheritFd{Key: ptr(f.Key), Fd: ptr(int32(fds[i]))})
 	}
 	ctrls := make([]string, 0, len(o.CgroupRoots))
 	for k := range o.CgroupRoots {

@@ -77,7 +77,7 @@ func TestRestoreOptsConversion(t *testing.T) {
 		InheritFds:  []InheritFd{{Key: "pipe:[1]", File: r}, {Key: "pipe:[2]", File: w}},
 		CgroupRoots: map[string]string{"": "/all", "memory": "/mem"},
 	}
-	ro, err := o.rpcOpts(5, 6, 4)
+	ro, err := o.rpcOpts(5, 6, []int{4, 5})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestRestoreOptsConversion(t *testing.T) {
 	if got := strings.Join(cg, ","); got != `"":/all,"memory":/mem` {
 		t.Errorf("cgroup roots %s", got)
 	}
-	if _, err := (&RestoreOptions{ImagesDir: "/i", InheritFds: []InheritFd{{Key: "x"}}}).rpcOpts(3, -1, 4); err == nil {
+	if _, err := (&RestoreOptions{ImagesDir: "/i", InheritFds: []InheritFd{{Key: "x"}}}).rpcOpts(3, -1, []int{4}); err == nil {
 		t.Error("inherit fd without file accepted")
 	}
 }

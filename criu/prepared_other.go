@@ -2,5 +2,5 @@
 
 package criu
 
-// Prepared is a CRIU process started ahead of a dump; Linux only.
+// Prepared is a CRIU process started ahead of a dump or restore; Linux only.
 type Prepared struct{}

@@ -40,7 +40,7 @@ func fakeCheckpoint(t *testing.T) string {
 	}
 	m := &Manifest{FormatVersion: FormatVersion, ID: "ckpt", ContainerID: "c1", Created: time.Now().UTC(),
 		Spec: &specs.Spec{Process: &specs.Process{Args: []string{"sh"}}, Linux: &specs.Linux{}}, Files: files}
-	if err := writeManifest(dir, m); err != nil {
+	if err := writeManifest(dir, m, true); err != nil {
 		t.Fatal(err)
 	}
 	return dir

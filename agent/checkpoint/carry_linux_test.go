@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/migratehq/migrate/agent/network"
 	"github.com/migratehq/migrate/runtime/container"
 )
 
@@ -43,8 +44,10 @@ func devListing(t *testing.T, c *container.Container) string {
 
 // pausedRoundTrip pauses c, checkpoints it (it stops), checks the manifest
 // with check, deletes it and restores it under the same id; it returns the
-// restored container once it counts on.
-func pausedRoundTrip(t *testing.T, cp *Checkpointer, c *container.Container, io *stdio, dir string, check func(*Manifest)) *container.Container {
+// restored container once it counts on. With ahead, the restore gets what a
+// standby shim makes ahead: a fresh namespace with its loopback up and a CRIU
+// swrk holding it and the stdio.
+func pausedRoundTrip(t *testing.T, cp *Checkpointer, c *container.Container, io *stdio, dir string, ahead bool, check func(*Manifest)) *container.Container {
 	t.Helper()
 	if err := c.Pause(); err != nil {
 		t.Fatal(err)
@@ -60,7 +63,16 @@ func pausedRoundTrip(t *testing.T, cp *Checkpointer, c *container.Container, io 
 		t.Fatal(err)
 	}
 	io2 := newStdio(t)
-	r, err := cp.Restore(context.Background(), ckpt, c.ID(), RestoreOptions{Stdio: io2.files})
+	ro := RestoreOptions{Stdio: io2.files}
+	if ahead {
+		if ro.FreshNetNS, err = network.NewLoopback(true); err != nil {
+			t.Fatal(err)
+		}
+		if ro.Prepared, err = cp.CRIU.Prepare(context.Background(), ro.FreshNetNS, io2.files[2], io2.files[1], io2.files[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := cp.Restore(context.Background(), ckpt, c.ID(), ro)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,12 +87,20 @@ func pausedRoundTrip(t *testing.T, cp *Checkpointer, c *container.Container, io 
 // as tars the restore mounts again. The restored container has the same
 // mount table, /dev and /dev/shm content and a working loopback.
 func TestPausedDumpCarriesNetNSAndTmpfs(t *testing.T) {
+	for _, ahead := range []bool{false, true} {
+		t.Run(map[bool]string{false: "made at restore", true: "made ahead"}[ahead], func(t *testing.T) {
+			carryRoundTrip(t, ahead)
+		})
+	}
+}
+
+func carryRoundTrip(t *testing.T, ahead bool) {
 	cp, dir := setup(t)
 	c, io := startCounter(t, cp, "carry")
 	io.out.waitNumber(t, 2)
 	execIn(t, c, "sh", "-c", "echo kept > /dev/shm/note && mkdir /dev/shm/d && ln -s note /dev/shm/link")
 	mounts, dev := mountTable(t, c), devListing(t, c)
-	r := pausedRoundTrip(t, cp, c, io, dir, func(m *Manifest) {
+	r := pausedRoundTrip(t, cp, c, io, dir, ahead, func(m *Manifest) {
 		if m.Network == nil || m.Network.Loopback == nil || !m.Network.Loopback.Up || m.NetworkInImages != "" {
 			t.Fatalf("manifest network %+v, in images %q: want a fresh loopback namespace (up)", m.Network, m.NetworkInImages)
 		}
@@ -116,7 +136,7 @@ func TestChangedNetNSStaysInImages(t *testing.T) {
 	if out, err := exec.Command("nsenter", ns, "sysctl", "-w", "net.ipv4.conf.lo.accept_local=1").CombinedOutput(); err != nil {
 		t.Fatalf("nsenter sysctl: %v: %s", err, out)
 	}
-	r := pausedRoundTrip(t, cp, c, io, dir, func(m *Manifest) {
+	r := pausedRoundTrip(t, cp, c, io, dir, false, func(m *Manifest) {
 		if m.Network != nil || !regexp.MustCompile(`accept_local`).MatchString(m.NetworkInImages) {
 			t.Fatalf("manifest network %+v, in images %q: want the namespace in the images, the sysctl named", m.Network, m.NetworkInImages)
 		}

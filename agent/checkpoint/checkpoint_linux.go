@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/migratehq/migrate/agent/network"
+
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
@@ -153,11 +155,20 @@ func (cp *Checkpointer) Checkpoint(ctx context.Context, c *container.Container, 
 	// of the same moment too.
 	start := time.Now()
 	pausedHere := false
+	var fresh *network.Fresh
 	if o.Lazy != nil && o.Lazy.Pause && st.Status == specs.StateRunning {
+		// Before the freeze: CRIU's start, and what a fresh network namespace
+		// holds for leaveOut to compare the container's with.
+		freshc := make(chan *network.Fresh, 1)
+		go func() {
+			f, _ := network.FreshState(true) // on error leaveOut reads one itself
+			freshc <- f
+		}()
 		if p, err := cp.CRIU.Prepare(ctx); err == nil {
 			opts.Prepared = p
 			defer p.Close() // unless the dump took it
 		}
+		fresh = <-freshc
 		if err := c.Pause(); err != nil {
 			return nil, fmt.Errorf("checkpoint %s: %w", id, err)
 		}
@@ -175,7 +186,7 @@ func (cp *Checkpointer) Checkpoint(ctx context.Context, c *container.Container, 
 			}
 		}()
 	}
-	if err := leaveOut(c, tmp, m, &opts, st.Status == "paused" || pausedHere); err != nil {
+	if err := leaveOut(c, tmp, m, &opts, st.Status == "paused" || pausedHere, fresh); err != nil {
 		return nil, fmt.Errorf("checkpoint %s: %w", id, err)
 	}
 	if o.Lazy != nil {
@@ -206,7 +217,7 @@ func (cp *Checkpointer) Checkpoint(ctx context.Context, c *container.Container, 
 	if m.Files, err = listFiles(tmp); err != nil {
 		return nil, fmt.Errorf("checkpoint %s: %w", id, err)
 	}
-	if err := writeManifest(tmp, m); err != nil {
+	if err := writeManifest(tmp, m, true); err != nil {
 		return nil, fmt.Errorf("checkpoint %s: %w", id, err)
 	}
 	if err := os.Rename(tmp, dir); err != nil {
@@ -229,7 +240,7 @@ func freezerPath(c *container.Container) string {
 // only its loopback (externalNetNS), and a frozen container's tmpfs mounts
 // (carryTmpfs). The two looks run side by side: ~10 ms each, in the
 // downtime of a move.
-func leaveOut(c *container.Container, tmp string, m *Manifest, opts *criu.DumpOptions, frozen bool) error {
+func leaveOut(c *container.Container, tmp string, m *Manifest, opts *criu.DumpOptions, frozen bool, fresh *network.Fresh) error {
 	var tmpfs []Tmpfs
 	ext := maps.Clone(opts.ExtMounts)
 	tmpfsErr := make(chan error, 1)
@@ -242,7 +253,7 @@ func leaveOut(c *container.Container, tmp string, m *Manifest, opts *criu.DumpOp
 	} else {
 		tmpfsErr <- nil
 	}
-	netErr := externalNetNS(c, m, opts, frozen)
+	netErr := externalNetNS(c, m, opts, frozen, fresh)
 	if err := errors.Join(netErr, <-tmpfsErr); err != nil {
 		return err
 	}
@@ -300,12 +311,26 @@ type RestoreOptions struct {
 	// VerifyKnown) and nobody else can write the directory: only the manifest is
 	// read.
 	Verified bool
+	// Prepared is a CRIU swrk started ahead (criu.Client.Prepare) with the
+	// Stdio files and FreshNetNS among its files; Restore uses it if it can
+	// and closes it in any case.
+	Prepared *criu.Prepared
+	// FreshNetNS is a fresh network namespace with its loopback up, made
+	// ahead: a loopback-only checkpoint whose loopback was up is restored
+	// into it. Restore closes it.
+	FreshNetNS *os.File
 }
 
 // Restore verifies the checkpoint in dir and restores it as container id.
 // The restored init is a child of the calling process. On failure nothing is
 // left: no cgroup, state, mount or process.
 func (cp *Checkpointer) Restore(ctx context.Context, dir, id string, o RestoreOptions) (_ *container.Container, retErr error) {
+	if o.Prepared != nil {
+		defer o.Prepared.Close() // unless CRIU took it
+	}
+	if o.FreshNetNS != nil {
+		defer o.FreshNetNS.Close()
+	}
 	verify := Verify
 	if o.Verified {
 		verify = Read
@@ -328,11 +353,11 @@ func (cp *Checkpointer) Restore(ctx context.Context, dir, id string, o RestoreOp
 	if bundle == "" {
 		bundle = m.Runtime.Bundle
 	}
-	netns, err := restoreNetNS(m, o.NetNS)
+	netns, err := restoreNetNS(m, o.NetNS, o.FreshNetNS)
 	if err != nil {
 		return nil, fmt.Errorf("restore %s: %w", id, err)
 	}
-	if netns != nil {
+	if netns != nil && netns != o.FreshNetNS {
 		defer netns.Close()
 	}
 	x, err := cp.Runtime.PrepareRestore(id, container.RestoreOptions{Bundle: bundle, Rootfs: rootfs, Spec: m.Spec, Child: true})
@@ -354,15 +379,28 @@ func (cp *Checkpointer) Restore(ctx context.Context, dir, id string, o RestoreOp
 	} else if err := os.RemoveAll(work); err != nil {
 		return nil, err
 	}
-	root := filepath.Join(work, "root")
-	if err := os.MkdirAll(root, 0o700); err != nil {
+	// The staging mounts (the root, carried tmpfs mounts) sit in one private
+	// tmpfs: a single detach removes them all at once, with one RCU grace
+	// period (several ms here) instead of one per mount.
+	stage := filepath.Join(work, "stage")
+	if err := os.MkdirAll(stage, 0o700); err != nil {
 		return nil, fmt.Errorf("restore %s: %w", id, err)
 	}
-	defer os.Remove(root)
+	defer os.Remove(stage)
+	if err := unix.Mount("tmpfs", stage, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=0700,size=64k"); err != nil {
+		return nil, fmt.Errorf("restore %s: staging mount: %w", id, err)
+	}
+	defer unix.Unmount(stage, unix.MNT_DETACH)
+	if err := unix.Mount("", stage, "", unix.MS_PRIVATE, ""); err != nil {
+		return nil, fmt.Errorf("restore %s: staging mount: %w", id, err)
+	}
+	root := filepath.Join(stage, "root")
+	if err := os.Mkdir(root, 0o700); err != nil {
+		return nil, fmt.Errorf("restore %s: %w", id, err)
+	}
 	if err := unix.Mount(rootfs, root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return nil, fmt.Errorf("restore %s: bind rootfs: %w", id, err)
 	}
-	defer unix.Unmount(root, unix.MNT_DETACH)
 	if err := unix.Mount("", root, "", unix.MS_PRIVATE|unix.MS_REC, ""); err != nil {
 		return nil, fmt.Errorf("restore %s: rootfs propagation: %w", id, err)
 	}
@@ -377,11 +415,9 @@ func (cp *Checkpointer) Restore(ctx context.Context, dir, id string, o RestoreOp
 			ext[mnt.Destination] = src
 		}
 	}
-	unmountTmpfs, err := restoreTmpfs(m, dir, work, ext)
-	if err != nil {
+	if err := restoreTmpfs(m, dir, stage, ext); err != nil {
 		return nil, fmt.Errorf("restore %s: %w", id, err)
 	}
-	defer unmountTmpfs()
 	var inherit []criu.InheritFd
 	for fd, key := range m.Stdio {
 		if key != "" && o.Stdio[fd] != nil {
@@ -394,6 +430,7 @@ func (cp *Checkpointer) Restore(ctx context.Context, dir, id string, o RestoreOp
 	// The images of a checkpoint are read-only input; CRIU writes its log
 	// next to them only in the work directory.
 	opts := criu.RestoreOptions{
+		Prepared:  o.Prepared,
 		ImagesDir: filepath.Join(dir, "images"), WorkDir: work, Root: root,
 		InheritFds: inherit, ExtMounts: ext,
 		ManageCgroups: true, CgroupMode: criu.CgroupModeSoft,

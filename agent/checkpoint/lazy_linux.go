@@ -102,7 +102,7 @@ func (cp *Checkpointer) lazyCheckpoint(ctx context.Context, c *container.Contain
 	if m.Files, err = listFiles(tmp); err != nil {
 		return fail(err)
 	}
-	if err := writeManifest(tmp, m); err != nil {
+	if err := writeManifest(tmp, m, false); err != nil {
 		return fail(err)
 	}
 	if err := os.Rename(tmp, dir); err != nil {

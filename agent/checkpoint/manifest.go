@@ -282,7 +282,9 @@ func verifyFile(dir string, f File, known string) (string, error) {
 	return filepath.ToSlash(clean), nil
 }
 
-func writeManifest(dir string, m *Manifest) error {
+// writeManifest writes dir's manifest, made durable if sync (a lazy dump's
+// is worthless after a crash, its pages went with CRIU's page server).
+func writeManifest(dir string, m *Manifest, sync bool) error {
 	data, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return err
@@ -295,9 +297,11 @@ func writeManifest(dir string, m *Manifest) error {
 		f.Close()
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
+	if sync {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return err
+		}
 	}
 	return f.Close()
 }

@@ -39,8 +39,9 @@ func netNSPath(s *specs.Spec) string {
 //     (network.LoopbackOnly), which a restore makes fresh. Only a frozen
 //     container is inspected, so nothing changes between the look and the
 //     dump; a running one, or a namespace holding more, is left to CRIU
-//     (m.NetworkInImages says why).
-func externalNetNS(c *container.Container, m *Manifest, opts *criu.DumpOptions, frozen bool) error {
+//     (m.NetworkInImages says why). fresh is a fresh namespace read ahead
+//     (nil: one is read here).
+func externalNetNS(c *container.Container, m *Manifest, opts *criu.DumpOptions, frozen bool, fresh *network.Fresh) error {
 	path := netNSPath(c.Spec())
 	if path == "" && !hasNetNS(c.Spec()) {
 		return nil // the host's: CRIU leaves it alone
@@ -51,7 +52,7 @@ func externalNetNS(c *container.Container, m *Manifest, opts *criu.DumpOptions, 
 			m.NetworkInImages = "the container was running when the dump began"
 			return nil
 		}
-		up, why, err := network.LoopbackOnly(c.InitPid())
+		up, why, err := network.LoopbackOnly(c.InitPid(), fresh)
 		if err != nil {
 			return fmt.Errorf("network namespace: %w", err)
 		}
@@ -90,8 +91,9 @@ func hasNetNS(s *specs.Spec) bool {
 // restoreNetNS opens the namespace a restore goes into when the checkpoint's
 // was external, and points the restored spec at one given by path; nil when
 // CRIU restores the namespace from the images. A loopback-only namespace is
-// made fresh and stays the container's own (no path in its spec).
-func restoreNetNS(m *Manifest, path string) (*os.File, error) {
+// made fresh (or is fresh, a namespace made ahead with its loopback up) and
+// stays the container's own (no path in its spec).
+func restoreNetNS(m *Manifest, path string, fresh *os.File) (*os.File, error) {
 	if m.Network == nil || m.Network.NetNSKey == "" {
 		if path != "" {
 			return nil, fmt.Errorf("a network namespace was given, but the checkpoint's network namespace is in its images")
@@ -101,6 +103,9 @@ func restoreNetNS(m *Manifest, path string) (*os.File, error) {
 	if lo := m.Network.Loopback; lo != nil {
 		if path != "" {
 			return nil, fmt.Errorf("a network namespace was given, but the checkpoint's was the container's own, holding only its loopback")
+		}
+		if lo.Up && fresh != nil {
+			return fresh, nil
 		}
 		return network.NewLoopback(lo.Up)
 	}

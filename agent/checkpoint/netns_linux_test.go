@@ -19,13 +19,13 @@ func TestRestoreNetNS(t *testing.T) {
 		}
 		return m
 	}
-	if f, err := restoreNetNS(manifest(false), ""); f != nil || err != nil {
+	if f, err := restoreNetNS(manifest(false), "", nil); f != nil || err != nil {
 		t.Errorf("namespace in the images: %v, %v", f, err)
 	}
-	if _, err := restoreNetNS(manifest(false), "/x"); err == nil {
+	if _, err := restoreNetNS(manifest(false), "/x", nil); err == nil {
 		t.Error("a namespace given for a checkpoint without an external one was accepted")
 	}
-	if _, err := restoreNetNS(manifest(true), ""); !errors.Is(err, ErrNotCheckable) {
+	if _, err := restoreNetNS(manifest(true), "", nil); !errors.Is(err, ErrNotCheckable) {
 		t.Errorf("external namespace, none given: %v", err)
 	}
 	path := filepath.Join(t.TempDir(), "ns")
@@ -33,7 +33,7 @@ func TestRestoreNetNS(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := manifest(true)
-	f, err := restoreNetNS(m, path)
+	f, err := restoreNetNS(m, path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -48,10 +48,14 @@ func carryTmpfs(pid int, tmp string, ext map[string]string) ([]Tmpfs, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tmpfs: %w", err)
 	}
+	// Closing a detached copy unmounts it, which waits for an RCU grace period
+	// (ms each): not while the container is frozen.
 	defer func() {
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
+		go func() {
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+		}()
 	}()
 	var out []Tmpfs
 	for i, mi := range mounts {
@@ -193,57 +197,41 @@ func cloneMounts(pid int, mounts []*mountinfo.Info) ([]int, error) {
 }
 
 // restoreTmpfs mounts a fresh tmpfs for each carried one under dir, fills it
-// from the checkpoint in ckpt and adds it to ext under its key. The returned
-// function unmounts them from dir once CRIU has bound them into the
-// container (which keeps them).
-func restoreTmpfs(m *Manifest, ckpt, dir string, ext map[string]string) (func(), error) {
-	var mounted []string
-	done := func() {
-		for _, p := range mounted {
-			_ = unix.Unmount(p, unix.MNT_DETACH)
-			os.Remove(p)
-		}
-	}
+// from the checkpoint in ckpt and adds it to ext under its key. The caller
+// detaches them with dir (a mount of its own) once CRIU has bound them into
+// the container (which keeps them), also when this fails.
+func restoreTmpfs(m *Manifest, ckpt, dir string, ext map[string]string) error {
 	for i, t := range m.Tmpfs {
 		if t.Key == "" || !strings.HasPrefix(t.Mountpoint, "/") {
-			done()
-			return nil, fmt.Errorf("%w: tmpfs entry %d: no key or mount point", ErrCorrupt, i)
+			return fmt.Errorf("%w: tmpfs entry %d: no key or mount point", ErrCorrupt, i)
 		}
 		src, err := listedPath(ckpt, m, t.File)
 		if err != nil {
-			done()
-			return nil, err
+			return err
 		}
 		p := filepath.Join(dir, fmt.Sprintf("tmpfs%d", i))
 		if err := os.MkdirAll(p, 0o700); err != nil {
-			done()
-			return nil, err
+			return err
 		}
 		if err := unix.Mount("tmpfs", p, "tmpfs", 0, t.Options); err != nil {
-			os.Remove(p)
-			done()
-			return nil, fmt.Errorf("tmpfs %s: mount with %q: %w", t.Mountpoint, t.Options, err)
+			return fmt.Errorf("tmpfs %s: mount with %q: %w", t.Mountpoint, t.Options, err)
 		}
-		mounted = append(mounted, p)
 		// Its own peer group: the container's copy must not propagate to the
 		// host's mount tree.
 		if err := unix.Mount("", p, "", unix.MS_PRIVATE, ""); err != nil {
-			done()
-			return nil, fmt.Errorf("tmpfs %s: %w", t.Mountpoint, err)
+			return fmt.Errorf("tmpfs %s: %w", t.Mountpoint, err)
 		}
 		if err := fillTmpfs(src, p); err != nil {
-			done()
-			return nil, fmt.Errorf("tmpfs %s: %w", t.Mountpoint, err)
+			return fmt.Errorf("tmpfs %s: %w", t.Mountpoint, err)
 		}
 		if t.ReadOnly {
 			if err := unix.Mount("", p, "", unix.MS_REMOUNT|unix.MS_RDONLY, t.Options); err != nil {
-				done()
-				return nil, fmt.Errorf("tmpfs %s: read-only: %w", t.Mountpoint, err)
+				return fmt.Errorf("tmpfs %s: read-only: %w", t.Mountpoint, err)
 			}
 		}
 		ext[t.Key] = p
 	}
-	return done, nil
+	return nil
 }
 
 // fillTmpfs extracts a carried tmpfs's tar into dir. It came with the

@@ -50,13 +50,28 @@ func TestLoopbackOnly(t *testing.T) {
 		}
 		defer ns.Close()
 		pid := sleeperIn(t, ns)
-		loUp, why, err := LoopbackOnly(pid)
+		loUp, why, err := LoopbackOnly(pid, nil)
 		if err != nil || why != "" || loUp != up {
 			t.Fatalf("fresh namespace, lo up %v: LoopbackOnly = %v, %q, %v; want %v, \"\", nil", up, loUp, why, err, up)
+		}
+		// Compared with a fresh namespace read ahead: of either loopback state
+		// (one of the other state is not used).
+		for _, aheadUp := range []bool{true, false} {
+			fresh, err := FreshState(aheadUp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if loUp, why, err := LoopbackOnly(pid, fresh); err != nil || why != "" || loUp != up {
+				t.Fatalf("lo up %v, read ahead with lo up %v: LoopbackOnly = %v, %q, %v; want %v, \"\", nil", up, aheadUp, loUp, why, err, up)
+			}
 		}
 	}
 
 	// Each change a container can make in its namespace is seen.
+	fresh, err := FreshState(true)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		name, want string
 		change     func(t *testing.T, h *netlink.Handle, nsPath string)
@@ -109,7 +124,7 @@ func TestLoopbackOnly(t *testing.T) {
 			nsPath := "/proc/" + strconv.Itoa(pid) + "/ns/net"
 			h := handleAt(t, nsPath)
 			c.change(t, h, nsPath)
-			_, why, err := LoopbackOnly(pid)
+			_, why, err := LoopbackOnly(pid, fresh)
 			if err != nil {
 				t.Fatal(err)
 			}

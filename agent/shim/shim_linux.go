@@ -77,13 +77,17 @@ type readyMsg struct {
 
 // Main runs the shim until its container is deleted. It returns an error only for
 // failures before the container exists; those are also reported on the ready pipe.
-func Main(o Options) error {
+func Main(o Options) error { return mainWith(o, nil) }
+
+// mainWith is Main with what a standby shim made ahead (k may be nil).
+func mainWith(o Options, k *kit) error {
 	ready := os.NewFile(readyFd, "ready")
 	// Our children must not inherit the ready pipe, which Spawn reads to EOF, nor
 	// anything else we inherited.
 	CloexecInherited()
-	s, err := start(o)
+	s, err := start(o, k)
 	if err != nil {
+		k.close()
 		msg := readyMsg{Code: codeOf(err), Error: err.Error()}
 		b, _ := json.Marshal(msg)
 		ready.Write(append(b, '\n'))
@@ -93,6 +97,7 @@ func Main(o Options) error {
 	b, _ := json.Marshal(readyMsg{OK: true})
 	ready.Write(append(b, '\n'))
 	ready.Close()
+	k.close() // what the container did not take
 	return s.run()
 }
 
@@ -122,7 +127,7 @@ type server struct {
 
 var _ shimv1.ShimServer = (*server)(nil)
 
-func start(o Options) (_ *server, retErr error) {
+func start(o Options, k *kit) (_ *server, retErr error) {
 	if err := container.ValidateID(o.ID); err != nil {
 		return nil, err
 	}
@@ -173,22 +178,12 @@ func start(o Options) (_ *server, retErr error) {
 	if err != nil {
 		return nil, fmt.Errorf("shim %s: %w", o.ID, err)
 	}
-	// Stdin is a pipe whose write end we close at once: EOF, as /dev/null would give,
-	// but an object CRIU can dump (a host /dev/null is a file outside the container's
-	// mounts) and a restore can replace.
-	inR, inW, err := os.Pipe()
+	pipes, err := k.takeStdio()
 	if err != nil {
-		return nil, err
+		lw.Close(true)
+		return nil, fmt.Errorf("shim %s: %w", o.ID, err)
 	}
-	inW.Close()
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		return nil, err
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		return nil, err
-	}
+	inR, outR, outW, errR, errW := pipes.inR, pipes.outR, pipes.outW, pipes.errR, pipes.errW
 	rt, err := container.New(o.RuntimeRoot)
 	if err != nil {
 		return nil, fmt.Errorf("shim %s: %w", o.ID, err)
@@ -200,10 +195,16 @@ func start(o Options) (_ *server, retErr error) {
 		// The restored init becomes our child (CRIU's restore-sibling mode), so we reap
 		// it like a created one.
 		cp := o.checkpointer(rt)
-		c, err = cp.Restore(context.Background(), o.Restore, o.ID, checkpoint.RestoreOptions{
+		ro := checkpoint.RestoreOptions{
 			Bundle: o.Bundle, Rootfs: o.Rootfs, Stdio: [3]*os.File{inR, outW, errW}, NetNS: o.NetNS, Verified: o.Verified,
 			LazyPagesDir: o.LazyPagesDir,
-		})
+		}
+		if k != nil && k.criuPath == cp.CRIU.Path {
+			// Restore takes both (and closes what it does not use).
+			ro.Prepared, ro.FreshNetNS = k.criu, k.netns
+			k.criu, k.netns = nil, nil
+		}
+		c, err = cp.Restore(context.Background(), o.Restore, o.ID, ro)
 	}
 	// Only the container holds the write ends now: EOF on the read ends means every
 	// process of the container has closed its stdio.
@@ -279,6 +280,7 @@ func (s *server) run() error {
 		s.grpc.GracefulStop()
 		t.Stop()
 		os.Remove(filepath.Join(s.o.Dir, SocketFile))
+		criu.WaitReaped() // CRIU may share our cgroup, which the agent removes next
 		return nil
 	case err := <-errc:
 		return fmt.Errorf("shim %s: serve: %w", s.o.ID, err)

@@ -30,8 +30,10 @@ type Standby struct {
 	ready *os.File // read end of the ready pipe
 }
 
-// StartStandby starts `exe shim-standby`, which waits for its Options.
-func StartStandby(exe string) (*Standby, error) {
+// StartStandby starts `exe shim-standby`, which makes what a restore needs
+// first (kit, with CRIU at criuPath; none if "") and then waits for its
+// Options.
+func StartStandby(exe, criuPath string) (*Standby, error) {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("standby shim: %w", err)
@@ -42,7 +44,11 @@ func StartStandby(exe string) (*Standby, error) {
 		w.Close()
 		return nil, fmt.Errorf("standby shim: %w", err)
 	}
-	cmd := shimCommand(exe, "shim-standby")
+	args := []string{"shim-standby"}
+	if criuPath != "" {
+		args = append(args, "--criu", criuPath)
+	}
+	cmd := shimCommand(exe, args...)
 	cmd.ExtraFiles = []*os.File{w, or} // fd 3 = readyFd, fd 4 = optionsFd
 	err = cmd.Start()
 	w.Close()
@@ -89,34 +95,40 @@ func (sb *Standby) stop() {
 	_ = sb.cmd.Wait()
 }
 
-// MainStandby is the process StartStandby starts: it reads its Options as
-// JSON on optionsFd until EOF, sends its output to the container
-// directory's log, and is Main from there. EOF without options (the agent
-// closed it, or died) ends it quietly.
-func MainStandby() error {
+// MainStandby is the process StartStandby starts: it makes its kit, reads
+// its Options as JSON on optionsFd until EOF, sends its output to the
+// container directory's log, and is Main from there. EOF without options
+// (the agent closed it, or died) ends it quietly.
+func MainStandby(criuPath string) error {
+	k := makeKit(criuPath)
 	f := os.NewFile(optionsFd, "options")
 	b, err := io.ReadAll(f)
 	f.Close()
 	if err != nil {
+		k.close()
 		return fmt.Errorf("standby shim: %w", err)
 	}
 	if len(b) == 0 {
+		k.close()
 		return nil
 	}
 	var o Options
 	if err := json.Unmarshal(b, &o); err != nil {
+		k.close()
 		return fmt.Errorf("standby shim: options: %w", err)
 	}
 	logf, err := os.OpenFile(filepath.Join(o.Dir, LogFile), os.O_WRONLY|os.O_CREATE|os.O_APPEND|unix.O_CLOEXEC, 0o600)
 	if err != nil {
+		k.close()
 		return fmt.Errorf("standby shim: %w", err)
 	}
 	for _, fd := range []int{1, 2} {
 		if err := unix.Dup3(int(logf.Fd()), fd, 0); err != nil {
 			logf.Close()
+			k.close()
 			return fmt.Errorf("standby shim: log: %w", err)
 		}
 	}
 	logf.Close()
-	return Main(o)
+	return mainWith(o, k)
 }

@@ -13,7 +13,11 @@ import (
 // TestMain lets the test binary be a standby shim, as migrated is.
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "shim-standby" {
-		if err := MainStandby(); err != nil {
+		criuPath := ""
+		if len(os.Args) > 3 && os.Args[2] == "--criu" {
+			criuPath = os.Args[3]
+		}
+		if err := MainStandby(criuPath); err != nil {
 			os.Stderr.WriteString(err.Error() + "\n")
 			os.Exit(1)
 		}
@@ -34,7 +38,7 @@ func testExe(t *testing.T) string {
 // A standby shim whose agent drops it exits; one that died before use is
 // reported as gone, so the agent can start a shim itself.
 func TestStandbyCloseAndGone(t *testing.T) {
-	sb, err := StartStandby(testExe(t))
+	sb, err := StartStandby(testExe(t), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +48,7 @@ func TestStandbyCloseAndGone(t *testing.T) {
 		t.Fatalf("standby shim %d still runs after Close", pid)
 	}
 
-	sb, err = StartStandby(testExe(t))
+	sb, err = StartStandby(testExe(t), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +64,7 @@ func TestStandbyCloseAndGone(t *testing.T) {
 // refuses (an invalid id), which it reports on the ready pipe and logs in
 // the container directory.
 func TestStandbyRunsWithOptions(t *testing.T) {
-	sb, err := StartStandby(testExe(t))
+	sb, err := StartStandby(testExe(t), "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -48,7 +48,8 @@ func newShimCommand() *cobra.Command {
 // newStandbyShimCommand is a shim started before its container is known; it
 // reads its options from the agent when one is needed (shim.StartStandby).
 func newStandbyShimCommand() *cobra.Command {
-	return &cobra.Command{
+	var criuPath string
+	cmd := &cobra.Command{
 		Use:    "shim-standby",
 		Short:  "per-container shim started ahead of need (started by the agent)",
 		Hidden: true,
@@ -57,7 +58,9 @@ func newStandbyShimCommand() *cobra.Command {
 			if err := requireRoot(); err != nil {
 				return err
 			}
-			return shim.MainStandby()
+			return shim.MainStandby(criuPath)
 		},
 	}
+	cmd.Flags().StringVar(&criuPath, "criu", "", "CRIU binary to start ahead for a restore (none if empty)")
+	return cmd
 }
