@@ -99,6 +99,11 @@ func carryRoundTrip(t *testing.T, ahead bool) {
 	c, io := startCounter(t, cp, "carry")
 	io.out.waitNumber(t, 2)
 	execIn(t, c, "sh", "-c", "echo kept > /dev/shm/note && mkdir /dev/shm/d && ln -s note /dev/shm/link")
+	// Names the container cannot set itself (no CAP_SYS_ADMIN), set from outside.
+	uts := exec.Command("nsenter", "-u", "-t", strconv.Itoa(c.InitPid()), "sh", "-c", "hostname renamed && echo dom.example > /proc/sys/kernel/domainname")
+	if out, err := uts.CombinedOutput(); err != nil {
+		t.Fatalf("set the container's host and domain name: %v: %s", err, out)
+	}
 	mounts, dev := mountTable(t, c), devListing(t, c)
 	r := pausedRoundTrip(t, cp, c, io, dir, ahead, func(m *Manifest) {
 		if m.Network == nil || m.Network.Loopback == nil || !m.Network.Loopback.Up || m.NetworkInImages != "" {
@@ -119,6 +124,9 @@ func carryRoundTrip(t *testing.T, ahead bool) {
 	}
 	if got := devListing(t, r); got != dev {
 		t.Errorf("/dev after restore:\n%s\nwant:\n%s", got, dev)
+	}
+	if out := execIn(t, r, "sh", "-c", "hostname; cat /proc/sys/kernel/domainname"); out != "renamed\ndom.example\n" {
+		t.Errorf("host and domain name after restore: %q, want renamed, dom.example", out)
 	}
 	if out := execIn(t, r, "sh", "-c", "ls /sys/class/net; cat /sys/class/net/lo/flags"); out != "lo\n0x9\n" {
 		t.Errorf("network namespace after restore: %q, want lo only, up (flags 0x9)", out)
