@@ -142,16 +142,26 @@ func (s *Service) RestoreMoved(ctx context.Context, r *migratev1.RestoreMovedReq
 			}
 		}
 		if r.LazyPages {
-			time.AfterFunc(moveLogsDelay, remove)
+			time.AfterFunc(lazyRestoreGrace, remove)
 		} else {
 			go remove()
 		}
 	}()
+	var lazy *lazyStart
+	if r.LazyPages {
+		// First: its start then overlaps the checks and the shim's work.
+		var err error
+		if lazy, err = s.startLazyPages(ctx, r); err != nil {
+			return nil, err
+		}
+		defer lazy.stopUnused()
+		tm.mark("launch-lazy-pages")
+	}
 	if err := s.writeMovedIn(r.TransferId, movedIn{Container: r.ContainerId, From: r.From, State: movedInRestoring}); err != nil {
 		return nil, fmt.Errorf("restore moved %s: %w", r.ContainerId, err)
 	}
 	tm.mark("record")
-	c, err := s.restoreMoved(ctx, r, tm)
+	c, err := s.restoreMoved(ctx, r, tm, lazy)
 	if err != nil {
 		s.removeMovedIn(r.TransferId)
 		s.log.Warn("moved container not restored", "id", r.ContainerId, "from", r.From, "err", err)
@@ -167,7 +177,7 @@ func (s *Service) RestoreMoved(ctx context.Context, r *migratev1.RestoreMovedReq
 	return &migratev1.RestoreMovedResponse{Container: c}, nil
 }
 
-func (s *Service) restoreMoved(ctx context.Context, r *migratev1.RestoreMovedRequest, tm *steps) (*migratev1.Container, error) {
+func (s *Service) restoreMoved(ctx context.Context, r *migratev1.RestoreMovedRequest, tm *steps, lazy *lazyStart) (*migratev1.Container, error) {
 	done, err := s.incoming.Complete(r.TransferId)
 	if err != nil {
 		return nil, fmt.Errorf("restore moved %s: %w", r.ContainerId, err)
@@ -204,8 +214,8 @@ func (s *Service) restoreMoved(ctx context.Context, r *migratev1.RestoreMovedReq
 		return nil, fmt.Errorf("restore moved %s: %w", r.ContainerId, err)
 	}
 	tm.mark("verify")
-	if r.LazyPages {
-		return s.restoreMovedLazy(ctx, r, ckpt, tm)
+	if lazy != nil {
+		return s.restoreMovedLazy(ctx, r, ckpt, tm, lazy)
 	}
 	return s.restore(ctx, restoreSource{dir: ckpt, verified: true, consume: true}, r.ContainerId, func(p progress) {
 		s.log.Debug("restore moved", "id", r.ContainerId, "phase", p.phase, "message", p.message)

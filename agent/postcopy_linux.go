@@ -48,9 +48,10 @@ const (
 // hold every page by then (a stalled tunnel is a failed move).
 const moveLazyTimeout = 30 * time.Minute
 
-// moveLogsDelay is how long after a postcopy restore the container's log is
-// sent (at the latest when every page arrived).
-const moveLogsDelay = 250 * time.Millisecond
+// lazyRestoreGrace is how long after a postcopy restore the work that can
+// wait does (the log's transfer, the incoming checkpoint's removal): the
+// resumed container's first page faults, which it waits on, go first.
+const lazyRestoreGrace = 250 * time.Millisecond
 
 // errPagesLost marks a postcopy move whose page transfer broke after the
 // target had resumed the container: that copy cannot go on.
@@ -372,7 +373,7 @@ func (s *Service) movePostcopy(ctx context.Context, p movePlan, report func(prog
 	go func() {
 		defer close(logsSent)
 		select {
-		case <-time.After(moveLogsDelay):
+		case <-time.After(lazyRestoreGrace):
 		case <-tun.done:
 		}
 		s.sendLogs(ctx, p, moveID, report)
@@ -462,10 +463,20 @@ func (s *Service) waitLazy(lazy grpc.ServerStreamingClient[shimv1.LazyCheckpoint
 	}
 }
 
-// restoreMovedLazy restores a postcopy checkpoint: a lazy-pages daemon serves
-// the restored tasks' memory from the source's page server through the move's
-// tunnel, which the source opened before asking.
-func (s *Service) restoreMovedLazy(ctx context.Context, r *migratev1.RestoreMovedRequest, ckpt string, tm *steps) (*migratev1.Container, error) {
+// lazyStart is a postcopy restore's lazy-pages daemon, launched before the
+// checks of the request (startLazyPages).
+type lazyStart struct {
+	end  *tunnelEnd
+	dir  string // the daemon's work directory
+	lp   *criu.LazyPages
+	used bool // restoreMovedLazy took it
+}
+
+// startLazyPages launches the daemon that serves a postcopy restore's memory
+// from the source's page server through the move's tunnel, which the source
+// opened before asking. The daemon reads the images at its start; a restore
+// that does not happen stops it (stopUnused).
+func (s *Service) startLazyPages(ctx context.Context, r *migratev1.RestoreMovedRequest) (*lazyStart, error) {
 	end := s.moves.lazy.get(r.TransferId)
 	select {
 	case <-end.ready:
@@ -479,25 +490,39 @@ func (s *Service) restoreMovedLazy(ctx context.Context, r *migratev1.RestoreMove
 	} else if changed {
 		s.log.Info("raised fs.pipe-max-size for lazy pages", "from", old, "to", criu.LazyPagesPipeMaxSize)
 	}
-	tm.mark("tunnel")
-	end.mu.Lock()
-	end.container = r.ContainerId
-	end.mu.Unlock()
 	dir := filepath.Join(lazyDir(s.cfg.DataDir), r.TransferId)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("restore moved %s: %w", r.ContainerId, err)
 	}
 	// The daemon outlives this call: it serves the container until it has every
-	// page. Its start (CRIU probing the kernel, reading the images) overlaps
-	// with the shim's start; CRIU's restore waits for it to listen.
+	// page. CRIU's restore waits for it to listen.
+	images := filepath.Join(s.incoming.Dir(r.TransferId), moveCheckpointDir, "images")
 	lp, err := (&criu.Client{Path: s.cfg.CRIU}).LaunchLazyPages(s.bg, criu.LazyPagesOptions{
-		ImagesDir: filepath.Join(ckpt, "images"), WorkDir: dir, Address: "127.0.0.1", Port: end.port,
+		ImagesDir: images, WorkDir: dir, Address: "127.0.0.1", Port: end.port,
 	})
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("restore moved %s: %w", r.ContainerId, err)
 	}
-	tm.mark("launch-lazy-pages")
+	return &lazyStart{end: end, dir: dir, lp: lp}, nil
+}
+
+// stopUnused stops the daemon if no restore took it.
+func (l *lazyStart) stopUnused() {
+	if l.used {
+		return
+	}
+	l.lp.Kill()
+	<-l.lp.Done()
+	os.RemoveAll(l.dir)
+}
+
+// restoreMovedLazy restores a postcopy checkpoint with the daemon of l.
+func (s *Service) restoreMovedLazy(ctx context.Context, r *migratev1.RestoreMovedRequest, ckpt string, tm *steps, l *lazyStart) (*migratev1.Container, error) {
+	end, dir, lp := l.end, l.dir, l.lp
+	end.mu.Lock()
+	end.container = r.ContainerId
+	end.mu.Unlock()
 	c, err := s.restore(ctx, restoreSource{dir: ckpt, lazyDir: dir, verified: true, consume: true}, r.ContainerId, func(p progress) {
 		// Each phase reported ends the step before it.
 		if step, ok := map[string]string{"network": "container-dir", "rootfs": "network", "restore": "rootfs", "restored": "shim-and-criu-restore"}[p.phase]; ok {
@@ -507,12 +532,10 @@ func (s *Service) restoreMovedLazy(ctx context.Context, r *migratev1.RestoreMove
 	})
 	tm.mark("status")
 	if err != nil {
-		lp.Kill()
-		<-lp.Done()
 		s.log.Warn("lazy restore failed", "id", r.ContainerId, "lazy-pages log", lp.LogFile())
-		os.RemoveAll(dir)
-		return nil, err
+		return nil, err // stopUnused stops the daemon
 	}
+	l.used = true
 	s.log.Info("postcopy move: restore steps on the target", append([]any{"id", r.ContainerId, "from", r.From}, tm.attrs...)...)
 	go s.watchLazy(r, end, lp, dir)
 	return c, nil

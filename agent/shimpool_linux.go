@@ -37,7 +37,7 @@ func (p *shimPool) spawn(o shim.SpawnOptions) (*exec.Cmd, error) {
 	// The next standby starts once this shim is up and a little after: its
 	// exec, and CRIU's it starts, would compete for the CPU with this one's
 	// restore (a move's downtime) on a small node.
-	defer time.AfterFunc(standbyRefillDelay, p.fill)
+	defer func() { time.AfterFunc(standbyRefillDelay, p.fill) }()
 	if sb != nil {
 		cmd, err := sb.Use(o)
 		if !errors.Is(err, shim.ErrStandbyGone) {

@@ -11,11 +11,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/migratehq/migrate/agent/network"
-
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/migratehq/migrate/agent/network"
 	"github.com/migratehq/migrate/criu"
 	"github.com/migratehq/migrate/runtime/container"
 	"github.com/migratehq/migrate/runtime/spec"
@@ -361,12 +360,18 @@ func (cp *Checkpointer) Restore(ctx context.Context, dir, id string, o RestoreOp
 	if netns != nil && netns != o.FreshNetNS {
 		defer netns.Close()
 	}
-	x, err := cp.Runtime.PrepareRestore(id, container.RestoreOptions{Bundle: bundle, Rootfs: rootfs, Spec: m.Spec, Child: true})
-	if err != nil {
-		return nil, fmt.Errorf("restore %s: %w", id, err)
-	}
+	// The container's state and cgroups (~8 ms on cgroup v1) are made while
+	// the mounts below are.
+	xc := make(chan error, 1)
+	var x *container.Restoring
+	go func() {
+		var err error
+		x, err = cp.Runtime.PrepareRestore(id, container.RestoreOptions{Bundle: bundle, Rootfs: rootfs, Spec: m.Spec, Child: true})
+		xc <- err
+	}()
+	prepared := sync.OnceValue(func() error { return <-xc })
 	defer func() {
-		if retErr != nil {
+		if prepared() == nil && retErr != nil {
 			x.Abort()
 		}
 	}()
@@ -417,6 +422,9 @@ func (cp *Checkpointer) Restore(ctx context.Context, dir, id string, o RestoreOp
 		}
 	}
 	if err := restoreTmpfs(m, dir, stage, ext); err != nil {
+		return nil, fmt.Errorf("restore %s: %w", id, err)
+	}
+	if err := prepared(); err != nil {
 		return nil, fmt.Errorf("restore %s: %w", id, err)
 	}
 	var inherit []criu.InheritFd
